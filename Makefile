@@ -1,0 +1,60 @@
+# rnn-sentiment: every command a developer or CI runs.
+# `make serve` and `make test` work on a fresh clone: they create .venv and install first.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The constraints pin torch to the local CPU build; a looser pin can pull a multi-GB CUDA one.
+PIP_INSTALL := $(PIP) install --quiet --disable-pip-version-check -c constraints.txt
+ADDRESS ?= 127.0.0.1:50051
+METRICS_ADDRESS ?= 127.0.0.1:9464
+DATA ?= ../shared/data/sst2
+
+.PHONY: help install proto serve system-packages test test-fast test-system bench clean
+
+help:
+	@echo "make serve   - install into $(VENV) and serve the shipped model on $(ADDRESS) (metrics on $(METRICS_ADDRESS))"
+	@echo "make test    - install the dev extras and run the whole suite (unit, integration, system)"
+	@echo "make proto   - regenerate the Python stubs from proto/rnn_sentiment/v1/sentiment.proto"
+	@echo "make bench   - run the benchmarks (not part of make test)"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --disable-pip-version-check --upgrade pip
+
+# One stamp per extra set, redone when pyproject.toml or the constraints change.
+$(VENV)/.installed-server: pyproject.toml constraints.txt | $(PY)
+	$(PIP_INSTALL) -e '.[server]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml constraints.txt | $(PY)
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@ $(VENV)/.installed-server
+
+install: $(VENV)/.installed-server
+
+proto: $(VENV)/.installed-dev
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
+		proto/rnn_sentiment/v1/sentiment.proto
+
+serve: $(VENV)/.installed-server
+	$(VENV)/bin/rnn-sentiment serve --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS)
+
+system-packages:
+	scripts/ensure-system-packages.sh
+
+test: $(VENV)/.installed-dev system-packages
+	$(PY) -m pytest -q -rs
+
+test-fast: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -rs -m "not slow"
+
+test-system: $(VENV)/.installed-dev
+	$(PY) -m pytest -q -rs -m slow
+
+bench: $(VENV)/.installed-dev
+	$(PY) -m bench.run
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,205 @@
+"""`rnn-sentiment`: one command for serving, calling, training and evaluating.
+
+Client commands (predict, trace, info, health) import only the SDK; serve/train/eval import
+the server and model layers lazily, so a client-only install (no torch) runs the client ones.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from typing import Callable, Sequence
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _add_target(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})")
+    parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline in seconds")
+    parser.add_argument("--model", default="", help="model name (default: the server's default)")
+
+
+def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from rnn_sentiment.client import SentimentClient
+
+    return SentimentClient(args.target, timeout=args.timeout)
+
+
+def _run_client_command(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    from rnn_sentiment.client import SentimentError
+
+    try:
+        return action(args)
+    except SentimentError as error:
+        print(f"error: {error}", file=sys.stderr)
+        for field, description in error.field_violations.items():
+            if f"{field}: {description}" not in error.message:
+                print(f"  {field}: {description}", file=sys.stderr)
+        return 1
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.predict(args.texts, model=args.model)
+    if args.json:
+        print(json.dumps(asdict(result), indent=2))
+        return 0
+    for text, p in zip(args.texts, result.predictions):
+        print(f"{p.label:<8} {p.score:.3f}  {text}")
+    return 0
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    from rnn_sentiment.client.render import trace_json, trace_table
+
+    with _client(args) as client:
+        trace = client.trace(args.text, model=args.model, include_hidden_states=args.format == "json")
+    print(trace_json(trace) if args.format == "json" else trace_table(trace))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        models = client.list_models() if args.all else [client.model_info(args.model)]
+    if args.json:
+        print(json.dumps([asdict(m) for m in models], indent=2))
+        return 0
+    for m in models:
+        a = m.architecture
+        print(
+            f"{m.name}@{m.version}{' (default)' if m.is_default else ''}: "
+            f"{'bi' if a.bidirectional else ''}{a.cell_type} {a.num_layers}x{a.hidden_size}, "
+            f"embedding {a.embedding_dim}, pooling {a.pooling}, {a.parameter_count:,} parameters; "
+            f"dev accuracy {m.dev_accuracy:.1%}; vocabulary {m.vocabulary_size:,}; max tokens {m.max_tokens}; "
+            f"device {m.device}; sha256 {m.checkpoint_sha256[:12]}"
+        )
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    """Exit 0 only when SERVING, for scripts and container probes."""
+    from rnn_sentiment.client import SentimentClient, SentimentError
+
+    with SentimentClient(args.target, timeout=args.timeout) as client:
+        try:
+            status = client.health(args.service)
+        except SentimentError as error:
+            print(f"{error.code}: {error.message}", file=sys.stderr)
+            return 1
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from rnn_sentiment.server.config import config_from, config_table_markdown
+
+    if args.print_config_table:
+        print(config_table_markdown())
+        return 0
+    from rnn_sentiment.server.app import serve
+    from rnn_sentiment.server.logging_setup import configure_logging
+
+    try:
+        config = config_from(args)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(config.log_format, config.log_level)
+    return asyncio.run(serve(config))
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rnn_sentiment.model.training import train, train_config_from_args
+
+    record = train(train_config_from_args(args))
+    print(json.dumps(asdict(record), indent=2))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from rnn_sentiment.model.evaluation import run_eval_from_args
+
+    return run_eval_from_args(args)
+
+
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The CLI parser. Heavy layers' flags are added only for the `selected` command, so
+    `rnn-sentiment predict` never imports torch."""
+    parser = argparse.ArgumentParser(prog="rnn-sentiment", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    predict = commands.add_parser("predict", help="score texts on a running server")
+    _add_target(predict)
+    predict.add_argument("texts", nargs="+", help="texts to score")
+    predict.add_argument("--json", action="store_true", help="print JSON")
+    predict.set_defaults(action=cmd_predict, client_command=True)
+
+    trace = commands.add_parser("trace", help="show, word by word, what the network did with a text")
+    _add_target(trace)
+    trace.add_argument("text", help="the text to trace")
+    trace.add_argument("--format", choices=("table", "json"), default="table")
+    trace.set_defaults(action=cmd_trace, client_command=True)
+
+    info = commands.add_parser("info", help="describe the served model(s)")
+    _add_target(info)
+    info.add_argument("--all", action="store_true", help="list every served model")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(action=cmd_info, client_command=True)
+
+    health = commands.add_parser("health", help="exit 0 when the server is SERVING")
+    health.add_argument("target", nargs="?", default=DEFAULT_TARGET, help="server host:port")
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.add_argument("--service", default="", help="a service name; empty = the whole server")
+    health.set_defaults(action=cmd_health)
+
+    serve = commands.add_parser("serve", help="serve models over gRPC")
+    serve.add_argument("--print-config-table", action="store_true", help="print the README configuration table")
+    if selected == "serve":
+        _lazy_arguments("rnn_sentiment.server.config", "add_server_arguments")(serve)
+    serve.set_defaults(action=cmd_serve)
+
+    train = commands.add_parser("train", help="train a model on SST-2 and write a checkpoint")
+    if selected == "train":
+        _lazy_arguments("rnn_sentiment.model.training", "add_train_arguments")(train)
+    train.set_defaults(action=cmd_train)
+
+    evaluate = commands.add_parser("eval", help="evaluate a checkpoint on SST-2 dev")
+    if selected == "eval":
+        _lazy_arguments("rnn_sentiment.model.evaluation", "add_eval_arguments")(evaluate)
+    evaluate.set_defaults(action=cmd_eval)
+    return parser
+
+
+def _lazy_arguments(module: str, function: str) -> Callable[[argparse.ArgumentParser], None]:
+    """Flags from a layer that may be missing (client-only install): then the command says so."""
+
+    def add(parser: argparse.ArgumentParser) -> None:
+        import importlib
+
+        try:
+            getattr(importlib.import_module(module), function)(parser)
+        except ImportError as error:
+            parser.set_defaults(missing_dependency=str(error))
+
+    return add
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    selected = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(selected).parse_args(argv)
+    missing = getattr(args, "missing_dependency", None)
+    if missing:
+        print(f"error: `{args.command}` needs the server extras: pip install 'rnn-sentiment[server]' ({missing})", file=sys.stderr)
+        return 2
+    if getattr(args, "client_command", False):
+        return _run_client_command(args.action, args)
+    return args.action(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""The rnn-sentiment SDK: call a server from Python without torch.
+
+>>> from rnn_sentiment.client import SentimentClient          # doctest: +SKIP
+>>> with SentimentClient("127.0.0.1:50051") as client:
+...     client.predict("a warm, funny and beautifully acted film").predictions[0].label
+'positive'
+"""
+
+from .aio import AsyncSentimentClient
+from .errors import SentimentError
+from .results import Architecture, ModelInfo, Prediction, PredictResult, TraceResult, TraceStep
+from .sync import SentimentClient
+
+__all__ = [
+    "Architecture",
+    "AsyncSentimentClient",
+    "ModelInfo",
+    "Prediction",
+    "PredictResult",
+    "SentimentClient",
+    "SentimentError",
+    "TraceResult",
+    "TraceStep",
+]

@@ -1,0 +1,100 @@
+"""SentimentClient: the blocking SDK over one gRPC channel."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from rnn_sentiment.v1 import sentiment_pb2 as pb
+from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+
+from .errors import SentimentError
+from .results import ModelInfo, PredictResult, TraceResult
+from .requests import as_texts
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class SentimentClient:
+    """A blocking client for a rnn-sentiment server.
+
+    >>> with SentimentClient("127.0.0.1:50051") as client:          # doctest: +SKIP
+    ...     result = client.predict(["a warm, funny and beautifully acted film"])
+    ...     result.predictions[0].label
+    'positive'
+
+    Every call raises SentimentError (with the gRPC code and field violations) on failure.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        """Open a channel to `target` ("host:port"); `timeout` is the per-call deadline in seconds."""
+        self.target = target
+        self.timeout = timeout
+        self._metadata = tuple(metadata)
+        self._channel = (
+            grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        )
+        self._stub = pb_grpc.SentimentServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def predict(self, texts: str | Sequence[str], *, model: str = "") -> PredictResult:
+        """Score one text or many (one prediction per text, same order)."""
+        request = pb.PredictRequest(texts=as_texts(texts), model=model)
+        return PredictResult.from_message(self._call(self._stub.Predict, request))
+
+    def trace(self, text: str, *, model: str = "", include_hidden_states: bool = True) -> TraceResult:
+        """Trace one text word by word: hidden state, prefix sentiment and change per token."""
+        request = pb.TraceRequest(text=text, model=model, include_hidden_states=include_hidden_states)
+        return TraceResult.from_message(self._call(self._stub.Trace, request))
+
+    def model_info(self, model: str = "") -> ModelInfo:
+        """Describe one served model (the default when `model` is empty)."""
+        return ModelInfo.from_message(self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model=model)))
+
+    def list_models(self) -> list[ModelInfo]:
+        """Describe every served model, the default first."""
+        response = self._call(self._stub.ListModels, pb.ListModelsRequest())
+        return [ModelInfo.from_message(m) for m in response.models]
+
+    def health(self, service: str = "") -> str:
+        """The health status name ("SERVING", "NOT_SERVING", ...) of the server or one service."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+    def wait_until_serving(self, timeout: float = 30.0) -> None:
+        """Block until health says SERVING (via Watch, no polling loop), or raise SentimentError.
+
+        Waits for the server to come up too (wait_for_ready), so it suits freshly started servers.
+        """
+        try:
+            stream = self._health.Watch(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
+            for response in stream:
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError as error:
+            raise SentimentError.from_rpc_error(error) from None
+        raise SentimentError("UNAVAILABLE", "the health stream ended before SERVING")
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> "SentimentClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _call(self, method, request):  # type: ignore[no-untyped-def]
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise SentimentError.from_rpc_error(error) from None

@@ -1,0 +1,86 @@
+"""The torch side of serving: text -> ids -> probabilities, through the single forward path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .checkpoint import LoadedModel
+from .data import make_batch
+from .tokenizer import tokenize
+from .vocabulary import Vocabulary
+
+__all__ = ["EncodedText", "PredictionResult", "encode_tokens", "encode_texts", "predict_encoded",
+           "positive_index"]
+
+
+@dataclass(frozen=True)
+class EncodedText:
+    tokens: tuple[str, ...]  # after truncation
+    ids: tuple[int, ...]
+    unknown_count: int
+    truncated: bool
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    label: str
+    score: float  # probability of `label`
+    probabilities: tuple[float, ...]  # in config.labels order
+    token_count: int
+    unknown_count: int
+    truncated: bool
+
+
+def encode_tokens(tokens: Sequence[str], vocab: Vocabulary, max_tokens: int) -> EncodedText:
+    """Ids for already tokenized text, keeping the first max_tokens tokens."""
+    if not tokens:
+        raise ValueError("text has no tokens; send at least one word")
+    kept = tuple(tokens[:max_tokens])
+    ids = tuple(vocab.encode(kept))
+    unknown = sum(1 for token in kept if not vocab.is_known(token))
+    return EncodedText(tokens=kept, ids=ids, unknown_count=unknown, truncated=len(tokens) > max_tokens)
+
+
+def encode_texts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> list[EncodedText]:
+    """Tokenize and encode raw texts; a text with no tokens (e.g. only whitespace) raises ValueError."""
+    encoded = []
+    for index, text in enumerate(texts):
+        tokens = tokenize(text)
+        if not tokens:
+            raise ValueError(f"text {index} has no tokens after tokenizing; send at least one word")
+        encoded.append(encode_tokens(tokens, vocab, max_tokens))
+    return encoded
+
+
+def positive_index(labels: Sequence[str]) -> int:
+    """Index of the label a trace's delta is measured toward: "positive", else the last label."""
+    return labels.index("positive") if "positive" in labels else len(labels) - 1
+
+
+def predict_encoded(loaded: LoadedModel, batch: Sequence[EncodedText]) -> list[PredictionResult]:
+    """Probabilities for a batch of encoded texts, in input order."""
+    if not batch:
+        return []
+    network = loaded.network
+    tensors = make_batch([list(item.ids) for item in batch], [0] * len(batch))
+    with torch.inference_mode():
+        # pack_padded_sequence(enforce_sorted=False) sorts by length inside and restores the order.
+        output = network(tensors.token_ids.to(loaded.device), tensors.lengths)
+        probabilities = torch.softmax(output.logits.float(), dim=-1).cpu()  # [B, C]
+    return [to_prediction(loaded.config.labels, row.tolist(), item)
+            for row, item in zip(probabilities, batch)]
+
+
+def to_prediction(labels: Sequence[str], probabilities: Sequence[float], item: EncodedText) -> PredictionResult:
+    best = max(range(len(labels)), key=lambda i: probabilities[i])
+    return PredictionResult(
+        label=labels[best],
+        score=float(probabilities[best]),
+        probabilities=tuple(float(p) for p in probabilities),
+        token_count=len(item.ids),
+        unknown_count=item.unknown_count,
+        truncated=item.truncated,
+    )

@@ -1,0 +1,144 @@
+"""SentimentRNN: embedding -> recurrent cell (RNN/GRU/LSTM) -> pooling -> linear, one forward path."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from .config import ModelConfig
+from .vocabulary import PAD_ID
+
+__all__ = ["RecurrentState", "EncodedSequence", "RNNOutput", "AdditiveAttention", "SentimentRNN"]
+
+# h [L*D, B, H] for RNN/GRU; (h, c) for LSTM.
+RecurrentState = Union[Tensor, tuple[Tensor, Tensor]]
+
+
+@dataclass
+class EncodedSequence:
+    """What the recurrence produced for a batch of sequences."""
+
+    outputs: Tensor  # [B, T, H*D] top-layer output per step, zeros at padding
+    final_state: RecurrentState  # state after each row's last real token
+
+
+@dataclass
+class RNNOutput:
+    """The single forward's result; step tensors only when asked for (trace)."""
+
+    logits: Tensor  # [B, C] already divided by config.temperature
+    final_state: RecurrentState  # carry it into the next chunk of a stream
+    step_hidden: Tensor | None = None  # [B, T, H*D] when return_steps, zeros at padding
+    attention: Tensor | None = None  # [B, T] weights when pooling == "attention" and return_steps
+
+
+class AdditiveAttention(nn.Module):
+    """Score each step with v^T tanh(W h_t) (Bahdanau et al. 2015, arXiv:1409.0473), masked softmax."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.project = nn.Linear(size, size)
+        self.score = nn.Linear(size, 1, bias=False)
+
+    def forward(self, outputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        scores = self.score(torch.tanh(self.project(outputs))).squeeze(-1)  # [B, T]
+        scores = scores.masked_fill(~mask, float("-inf"))  # [B, T] padding never gets weight
+        weights = torch.softmax(scores, dim=-1)  # [B, T]
+        pooled = torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)  # [B, H*D]
+        return pooled, weights
+
+
+class SentimentRNN(nn.Module):
+    """A recurrent sentiment classifier whose recurrence is a state you can carry."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        # Dropout between stacked layers only; PyTorch warns when asked for it with one layer.
+        common = dict(
+            input_size=config.embedding_dim,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            batch_first=True,
+            bidirectional=config.bidirectional,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+        )
+        if config.cell == "rnn":
+            self.rnn: nn.RNNBase = nn.RNN(nonlinearity="tanh", **common)
+        elif config.cell == "gru":
+            self.rnn = nn.GRU(**common)
+        else:
+            self.rnn = nn.LSTM(**common)
+        features = config.hidden_size * config.num_directions
+        self.attention = AdditiveAttention(features) if config.pooling == "attention" else None
+        self.dropout = nn.Dropout(config.dropout)
+        self.classifier = nn.Linear(features, len(config.labels))
+
+    @property
+    def output_size(self) -> int:
+        return self.config.hidden_size * self.config.num_directions
+
+    def encode(self, token_ids: Tensor, lengths: Tensor,
+               initial_state: RecurrentState | None = None) -> EncodedSequence:
+        """Run the recurrence over a padded batch, starting from initial_state (zeros if None).
+
+        Packing means padding is never read: each row stops at its own length, and the
+        final state is the state after that row's last real token. Every length must be >= 1.
+        """
+        batch, steps = token_ids.shape  # [B, T]
+        lengths = lengths.to("cpu", torch.int64)  # pack_padded_sequence wants CPU lengths
+        if lengths.numel() != batch or bool((lengths < 1).any()) or bool((lengths > steps).any()):
+            raise ValueError(f"lengths must be {batch} values in [1, {steps}], got {lengths.tolist()}")
+        embedded = self.dropout(self.embedding(token_ids))  # [B, T, E]
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        packed_out, final_state = self.rnn(packed, initial_state)
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)  # [B, T, H*D]
+        return EncodedSequence(outputs=outputs, final_state=final_state)
+
+    def forward(self, token_ids: Tensor, lengths: Tensor,
+                initial_state: RecurrentState | None = None,
+                return_steps: bool = False) -> RNNOutput:
+        encoded = self.encode(token_ids, lengths, initial_state)
+        pooled, attention = self._pool(encoded, lengths)  # [B, H*D], [B, T] | None
+        logits = self.classifier(self.dropout(pooled)) / self.config.temperature  # [B, C]
+        return RNNOutput(
+            logits=logits,
+            final_state=encoded.final_state,
+            step_hidden=encoded.outputs if return_steps else None,
+            attention=attention if return_steps else None,
+        )
+
+    def classify_pooled(self, pooled: Tensor) -> Tensor:
+        """Logits for an already pooled representation [B, H*D] (e.g. a zero 'no evidence' state)."""
+        return self.classifier(pooled) / self.config.temperature  # [B, C]
+
+    def _pool(self, encoded: EncodedSequence, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
+        outputs = encoded.outputs  # [B, T, H*D]
+        pooling = self.config.pooling
+        if pooling == "last":
+            # The top layer's final state per direction: for the forward direction the state
+            # after the last real token, for the backward one the state after reading back to
+            # the first. Unidirectional, this equals outputs[b, length-1].
+            state = encoded.final_state[0] if isinstance(encoded.final_state, tuple) else encoded.final_state
+            top = state[-self.config.num_directions:]  # [D, B, H]
+            return torch.cat(list(top), dim=-1), None  # [B, H*D]
+        mask = _length_mask(lengths, outputs.shape[1], outputs.device)  # [B, T]
+        if pooling == "mean":
+            counts = lengths.to(outputs.device, outputs.dtype).unsqueeze(-1)  # [B, 1]
+            return outputs.sum(dim=1) / counts, None  # [B, H*D] padding rows are zeros
+        if pooling == "max":
+            masked = outputs.masked_fill(~mask.unsqueeze(-1), float("-inf"))  # [B, T, H*D]
+            return masked.max(dim=1).values, None  # [B, H*D]
+        assert self.attention is not None
+        return self.attention(outputs, mask)  # [B, H*D], [B, T]
+
+
+def _length_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
+    positions = torch.arange(steps, device=device).unsqueeze(0)  # [1, T]
+    return positions < lengths.to(device).unsqueeze(1)  # [B, T] True at real tokens

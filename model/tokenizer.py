@@ -1,0 +1,145 @@
+"""Raw text to SST/PTB-style tokens: the same rules at train time and at serve time.
+
+The training data (SST-2) is already lower-cased and tokenized the Penn Treebank way
+(`it 's`, `does n't`, `-lrb-`). Serving receives raw text, so this module re-creates
+those conventions; a word the vocabulary knows must come out spelled the way SST spells it.
+Already-tokenized SST text passes through unchanged (the rules are idempotent).
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["tokenize", "normalize_sst_tokens"]
+
+# Abbreviations that keep their period (SST writes `mr.`, `vs.`, `etc.`); anything else
+# loses a trailing period to a separate `.` token, as a sentence end would.
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr vs etc jr sr inc co bros wash sept al st mt prof ltd gen gov sen rep "
+    "capt col lt sgt jan feb aug oct nov dec".split()
+)
+# Words that legitimately start or end with an apostrophe in SST (`'70s`, `'em`, `ol'`):
+# their apostrophe is part of the word, not a quote mark.
+_APOSTROPHE_WORDS = frozenset(["'em", "'til", "'n", "'n'", "ol'", "'cause", "'tis"])
+_CLITICS = ("'s", "'ve", "'re", "'ll", "'d", "'m")
+# PTB splits these fused forms into two tokens (`gon na`); SST's vocabulary has the halves.
+_FUSED = {"cannot": ["can", "not"], "gonna": ["gon", "na"], "wanna": ["wan", "na"],
+          "gotta": ["got", "ta"]}
+# Tokens that are already complete; never split further.
+_ATOMS = frozenset(["...", "--", "``", "''", "`", "'", "-lrb-", "-rrb-", "n't", *_CLITICS,
+                    *_APOSTROPHE_WORDS])
+
+_UNICODE = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"',
+                          "\u2026": "...", "\u2014": "--", "\u2013": "--", "\u00a0": " "})
+_BRACKETS = {"(": " -lrb- ", ")": " -rrb- ", "[": " -lrb- ", "]": " -rrb- ",
+             "{": " -lrb- ", "}": " -rrb- "}
+_BRACKET_RE = re.compile(r"[()\[\]{}]")
+_OPEN_DOUBLE_QUOTE_RE = re.compile(r'(?:^|(?<=\s))"')
+_ELLIPSIS_RE = re.compile(r"\.{3,}")
+_DASHES_RE = re.compile(r"-{2,}")
+# `,` and `:` stay inside numbers (`1,000`, `10:30`); elsewhere they are tokens.
+# A run of `!`/`?` stays one token, as SST writes `?!?`.
+_PUNCT_RE = re.compile(r"[,:](?!\d)|(?<!\d)[,:]|[;%$]|[!?]+")
+_BACKTICKS_RE = re.compile(r"`+")
+_SINGLE_LETTER_RE = re.compile(r"[b-hj-z]")  # `r.`, `j.`; not `a.`/`i.`, which end sentences
+_DOTTED_RE = re.compile(r"[a-z]+(?:\.[a-z]+)+")  # `u.s`, `j.r.r`, `p.o.v`
+
+
+def tokenize(text: str) -> list[str]:
+    """Split raw text into lower-cased SST/PTB tokens.
+
+    >>> tokenize("I don't like (most) well-made films...")
+    ['i', 'do', "n't", 'like', '-lrb-', 'most', '-rrb-', 'well-made', 'films', '...']
+    """
+    text = text.lower().translate(_UNICODE)
+    text = text.replace("\\/", "/").replace("\\*", "*")  # accept PTB-escaped input
+    text = _BRACKET_RE.sub(lambda m: _BRACKETS[m.group()], text)
+    # A double quote opens after whitespace or a bracket and closes otherwise (PTB `` and '').
+    text = _OPEN_DOUBLE_QUOTE_RE.sub(" `` ", text).replace('"', " '' ")
+    text = _ELLIPSIS_RE.sub(" ... ", text)
+    text = _DASHES_RE.sub(" -- ", text)
+    text = _PUNCT_RE.sub(lambda m: f" {m.group()} ", text)
+    chunks = text.split()
+    tokens: list[str] = []
+    for index, chunk in enumerate(chunks):
+        following = chunks[index + 1] if index + 1 < len(chunks) else ""
+        tokens.extend(_split_chunk(chunk, following))
+    return tokens
+
+
+def normalize_sst_tokens(line: str) -> list[str]:
+    """Tokens of one SST-2 sentence as written in the TSV, in the spelling tokenize() uses.
+
+    train.tsv writes brackets as `(`/`)` and slashes as `/`; dev.tsv writes `-lrb-`/`-rrb-`
+    and `\\/`. Both are mapped to `-lrb-`/`-rrb-` and `/`.
+    """
+    tokens = []
+    for token in line.split():
+        if token == "(":
+            token = "-lrb-"
+        elif token == ")":
+            token = "-rrb-"
+        else:
+            token = token.replace("\\/", "/").replace("\\*", "*")
+        tokens.append(token)
+    return tokens
+
+
+def _split_chunk(chunk: str, following: str) -> list[str]:
+    """Split one whitespace-free chunk into tokens: leading quotes, the word, clitics, trailing marks."""
+    if chunk in _ATOMS or (chunk.isalnum() and chunk not in _FUSED):
+        return [chunk]
+    prefix: list[str] = []
+    suffix: list[str] = []
+    # Leading quote marks: a backtick run is a quote; an apostrophe is an opening single
+    # quote (SST's "`") unless it starts a clitic, a year ('70s) or a known word ('em).
+    while chunk and chunk not in _ATOMS:
+        match = _BACKTICKS_RE.match(chunk)
+        if match:
+            prefix.append("``" if len(match.group()) >= 2 else "`")
+            chunk = chunk[match.end():]
+        elif (chunk.startswith("'") and len(chunk) > 1 and not chunk[1].isdigit()
+              and not chunk.startswith(_CLITICS + ("'n",))):
+            prefix.append("`")
+            chunk = chunk[1:]
+        else:
+            break
+    # Trailing marks, peeled from the end: closing quotes, ellipsis, a sentence period.
+    while chunk and chunk not in _ATOMS:
+        if chunk.endswith("''"):
+            suffix.insert(0, "''")
+            chunk = chunk[:-2]
+        elif chunk.endswith("'") and not chunk.endswith("n'") and chunk not in _APOSTROPHE_WORDS:
+            suffix.insert(0, "'")
+            chunk = chunk[:-1]
+        elif chunk.endswith("`"):
+            suffix.insert(0, "`")
+            chunk = chunk[:-1]
+        elif chunk.endswith(".") and chunk != "." and not _is_abbreviation(chunk, following):
+            suffix.insert(0, ".")
+            chunk = chunk[:-1]
+        else:
+            break
+    return prefix + _split_word(chunk) + suffix if chunk else prefix + suffix
+
+
+def _split_word(word: str) -> list[str]:
+    """Split contractions the PTB way: `don't` -> `do n't`, `it's` -> `it 's`, `cannot` -> `can not`."""
+    if word in _ATOMS:
+        return [word]
+    if word in _FUSED:
+        return list(_FUSED[word])
+    if len(word) > 3 and word.endswith("n't"):
+        return [word[:-3], "n't"]  # `can't` -> `ca n't`, `won't` -> `wo n't`, as SST writes them
+    for clitic in _CLITICS:
+        if len(word) > len(clitic) and word.endswith(clitic) and word[-len(clitic) - 1] != "'":
+            return [word[: -len(clitic)], clitic]
+    return [word]
+
+
+def _is_abbreviation(chunk: str, following: str) -> bool:
+    """Whether a chunk's final period belongs to the word (`mr.`, `u.s.`, `no. 1`)."""
+    stem = chunk[:-1]
+    if stem in _ABBREVIATIONS or _SINGLE_LETTER_RE.fullmatch(stem) or _DOTTED_RE.fullmatch(stem):
+        return True
+    return stem == "no" and following[:1].isdigit()

@@ -1,0 +1,328 @@
+"""Train a SentimentRNN on SST-2, keep the best-dev weights, calibrate, write a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import save_checkpoint
+from .config import CELLS, POOLINGS, ModelConfig, TrainingRecord
+from .data import Batch, Example, length_bucketed_batches, read_sst_tsv
+from .metrics import classification_metrics
+from .network import SentimentRNN
+from .vocabulary import PAD_ID, UNK_ID, Vocabulary
+
+__all__ = ["TrainConfig", "train", "add_train_arguments", "train_config_from_args", "fit_temperature"]
+
+LOG_FILE = "training_log.jsonl"
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; the defaults train the shipped sst2-gru model."""
+
+    data_dir: str = "../shared/data/sst2"  # relative to cwd: the project root's sibling `shared/`
+    output_dir: str = "model/checkpoints/sst2-gru"  # the checkpoint directory (log goes beside it)
+    name: str = "sst2-gru"
+    version: str = "1.0.0"
+    cell: str = "gru"
+    embedding_dim: int = 256
+    hidden_size: int = 256
+    num_layers: int = 1
+    bidirectional: bool = False
+    pooling: str = "last"
+    dropout: float = 0.5  # random-init embeddings over 67k short phrases overfit within 2 epochs
+    max_tokens: int = 128
+    epochs: int = 4  # an upper bound; SST-2 models peak after 1-3 epochs and early stopping ends it
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.03  # of all steps: linear warmup, then cosine decay to zero
+    word_dropout: float = 0.0  # chance a training token becomes <unk>, so <unk> (every unseen word at serve time) gets trained
+    grad_clip: float = 5.0  # recurrent nets occasionally explode (Pascanu et al. 2013)
+    patience: int = 3  # dev evaluations without improvement before stopping
+    evals_per_epoch: int = 4  # the peak is sharp; evaluating more often than per epoch finds it
+    seed: int = 13
+    deterministic: bool = True
+    min_freq: int = 1
+    max_vocab: int | None = None
+    max_train_examples: int | None = None  # for tiny test runs
+    threads: int = 1
+    weights_dtype: str = "float16"  # halves the checkpoint; dev accuracy is measured after rounding
+    calibrate: bool = True  # fit ModelConfig.temperature on dev NLL
+    time_limit_seconds: float | None = None  # stop at the next evaluation after this long
+
+    def model_config(self) -> ModelConfig:
+        return ModelConfig(
+            cell=self.cell, embedding_dim=self.embedding_dim, hidden_size=self.hidden_size,
+            num_layers=self.num_layers, bidirectional=self.bidirectional, pooling=self.pooling,
+            dropout=self.dropout, max_tokens=self.max_tokens,
+        ).validate()
+
+
+def train(config: TrainConfig, progress: bool = True) -> TrainingRecord:
+    """Train, keep the best dev-accuracy weights, calibrate, save; return the training record."""
+    # Process-wide torch settings are restored afterwards: train() may run inside a server or a test.
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        return _train(config, progress)
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
+    model_config = config.model_config()
+    if config.weights_dtype not in ("float32", "float16"):
+        raise ValueError(f"invalid weights_dtype {config.weights_dtype!r}; options are ['float32', 'float16']")
+    started = time.monotonic()
+    _seed_everything(config.seed, config.deterministic)
+    torch.set_num_threads(config.threads)
+
+    data_dir = Path(config.data_dir)
+    for split in ("train.tsv", "dev.tsv"):
+        if not (data_dir / split).is_file():
+            raise FileNotFoundError(f"{data_dir / split} not found; pass --data-dir DIR holding SST-2 "
+                                    f"train.tsv and dev.tsv")
+    train_examples = read_sst_tsv(data_dir / "train.tsv")
+    dev_examples = read_sst_tsv(data_dir / "dev.tsv")
+    rng = random.Random(config.seed)
+    if config.max_train_examples is not None and config.max_train_examples < len(train_examples):
+        train_examples = rng.sample(train_examples, config.max_train_examples)
+    num_classes = len(model_config.labels)
+    for example in (*train_examples, *dev_examples):
+        if not 0 <= example.label < num_classes:
+            raise ValueError(f"label {example.label} outside 0..{num_classes - 1}")
+
+    vocab = Vocabulary.build((e.tokens for e in train_examples), config.min_freq, config.max_vocab)
+    network = SentimentRNN(model_config, len(vocab))
+    dev_batches = length_bucketed_batches(dev_examples, vocab, 256, max_tokens=config.max_tokens)
+
+    steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
+    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _warmup_cosine(max(1, int(config.warmup_fraction * total_steps)), total_steps))
+    loss_function = nn.CrossEntropyLoss()
+
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    best_accuracy, best_step, best_state = -1.0, 0, _copy_state(network)
+    evaluations_without_gain, step = 0, 0
+    running_loss, running_count = 0.0, 0
+    stop = False
+    bar = _progress_bar(total_steps, progress)
+    with (output_dir / LOG_FILE).open("w", encoding="utf-8") as log:
+        _log(log, event="start", config=dataclasses.asdict(config), vocab_size=len(vocab),
+             train_examples=len(train_examples), dev_examples=len(dev_examples),
+             parameters=sum(p.numel() for p in network.parameters()))
+        for epoch in range(config.epochs):
+            network.train()
+            for batch in length_bucketed_batches(train_examples, vocab, config.batch_size, rng,
+                                                 max_tokens=config.max_tokens):
+                token_ids = _drop_words(batch.token_ids, config.word_dropout)  # [B, T]
+                loss = loss_function(network(token_ids, batch.lengths).logits, batch.labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                step += 1
+                running_loss += loss.item() * len(batch.labels)
+                running_count += len(batch.labels)
+                if bar is not None:
+                    bar.update(1)
+                if step % eval_every and step != total_steps:
+                    continue
+                metrics = classification_metrics(*_dev_predictions(network, dev_batches), num_classes)
+                network.train()
+                if metrics.accuracy > best_accuracy:
+                    best_accuracy, best_step, best_state = metrics.accuracy, step, _copy_state(network)
+                    evaluations_without_gain = 0
+                else:
+                    evaluations_without_gain += 1
+                train_loss = running_loss / max(1, running_count)
+                running_loss, running_count = 0.0, 0
+                elapsed = time.monotonic() - started
+                _log(log, event="eval", step=step, epoch=round(step / steps_per_epoch, 3),
+                     train_loss=round(train_loss, 5), dev_accuracy=round(metrics.accuracy, 5),
+                     dev_macro_f1=round(metrics.macro_f1, 5), lr=scheduler.get_last_lr()[0],
+                     elapsed_seconds=round(elapsed, 1))
+                if bar is not None:
+                    bar.set_postfix(loss=f"{train_loss:.3f}", dev=f"{metrics.accuracy:.3f}",
+                                    best=f"{best_accuracy:.3f}")
+                if evaluations_without_gain >= config.patience or (
+                        config.time_limit_seconds is not None and elapsed >= config.time_limit_seconds):
+                    stop = True
+                    break
+            if stop:
+                break
+        if bar is not None:
+            bar.close()
+
+        network.load_state_dict(best_state)
+        if config.weights_dtype == "float16":
+            # Score what will be shipped: the weights as they come back from a float16 file.
+            with torch.no_grad():
+                for parameter in network.parameters():
+                    parameter.copy_(parameter.half().float())
+        network.eval()
+        gold, predicted, logits = _dev_predictions(network, dev_batches, with_logits=True)
+        final = classification_metrics(gold, predicted, num_classes)
+        temperature = fit_temperature(logits, torch.tensor(gold)) if config.calibrate else 1.0
+        model_config = dataclasses.replace(model_config, temperature=temperature)
+        network.config = model_config
+        record = TrainingRecord(
+            dev_accuracy=round(final.accuracy, 5),
+            dev_macro_f1=round(final.macro_f1, 5),
+            epochs_run=round(step / steps_per_epoch, 3),
+            best_epoch=round(best_step / steps_per_epoch, 3),
+            seed=config.seed,
+            train_seconds=round(time.monotonic() - started, 1),
+            train_examples=len(train_examples),
+            trained_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+            data=data_dir.resolve().name,
+        )
+        save_checkpoint(output_dir, network, vocab, model_config, config.name, config.version,
+                        record, weights_dtype=config.weights_dtype)
+        _log(log, event="end", temperature=temperature, **record.to_dict())
+    return record
+
+
+def fit_temperature(logits: Tensor, labels: Tensor) -> float:
+    """The single temperature minimising dev NLL (Guo et al. 2017), by a log-spaced grid search.
+
+    A grid is enough for one scalar and, unlike LBFGS, cannot diverge on a tiny dev set.
+    """
+    logits = logits.double()  # [N, C]
+    candidates = torch.exp(torch.linspace(math.log(0.2), math.log(10.0), 801, dtype=torch.float64))  # [K]
+    scaled = logits.unsqueeze(0) / candidates.view(-1, 1, 1)  # [K, N, C]
+    nll = -torch.log_softmax(scaled, dim=-1).gather(
+        -1, labels.view(1, -1, 1).expand(len(candidates), -1, 1)).squeeze(-1).mean(dim=1)  # [K]
+    return round(float(candidates[int(torch.argmin(nll))]), 4)
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags for `rnn-sentiment train`; defaults come from TrainConfig."""
+    d = TrainConfig()
+    parser.add_argument("--data-dir", default=d.data_dir, help="directory with SST-2 train.tsv and dev.tsv (default: %(default)s)")
+    parser.add_argument("--output", default=d.output_dir, help="checkpoint directory to write (default: %(default)s)")
+    parser.add_argument("--name", default=d.name, help="model name stored in the checkpoint (default: %(default)s)")
+    parser.add_argument("--version", dest="model_version", default=d.version, help="model version (default: %(default)s)")
+    parser.add_argument("--cell", choices=CELLS, default=d.cell, help="recurrent cell (default: %(default)s)")
+    parser.add_argument("--embedding-dim", type=int, default=d.embedding_dim)
+    parser.add_argument("--hidden-size", type=int, default=d.hidden_size)
+    parser.add_argument("--num-layers", type=int, default=d.num_layers)
+    parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=d.bidirectional)
+    parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling, help="(default: %(default)s)")
+    parser.add_argument("--dropout", type=float, default=d.dropout)
+    parser.add_argument("--max-tokens", type=int, default=d.max_tokens)
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="upper bound; early stopping usually ends sooner")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--warmup-fraction", type=float, default=d.warmup_fraction)
+    parser.add_argument("--word-dropout", type=float, default=d.word_dropout,
+                        help="chance a training token is replaced by <unk> (default: %(default)s)")
+    parser.add_argument("--grad-clip", type=float, default=d.grad_clip)
+    parser.add_argument("--patience", type=int, default=d.patience, help="dev evaluations without gain before stopping")
+    parser.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch)
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=d.deterministic)
+    parser.add_argument("--min-freq", type=int, default=d.min_freq)
+    parser.add_argument("--max-vocab", type=int, default=d.max_vocab)
+    parser.add_argument("--max-train-examples", type=int, default=d.max_train_examples)
+    parser.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (default: %(default)s)")
+    parser.add_argument("--weights-dtype", choices=("float32", "float16"), default=d.weights_dtype)
+    parser.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=d.calibrate,
+                        help="fit a softmax temperature on dev (default: on)")
+    parser.add_argument("--time-limit", dest="time_limit_seconds", type=float, default=d.time_limit_seconds,
+                        help="seconds; stop at the next dev evaluation after this long")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        data_dir=args.data_dir, output_dir=args.output, name=args.name, version=args.model_version,
+        cell=args.cell, embedding_dim=args.embedding_dim, hidden_size=args.hidden_size,
+        num_layers=args.num_layers, bidirectional=args.bidirectional, pooling=args.pooling,
+        dropout=args.dropout, max_tokens=args.max_tokens, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_fraction=args.warmup_fraction, word_dropout=args.word_dropout, grad_clip=args.grad_clip, patience=args.patience,
+        evals_per_epoch=args.evals_per_epoch, seed=args.seed, deterministic=args.deterministic,
+        min_freq=args.min_freq, max_vocab=args.max_vocab, max_train_examples=args.max_train_examples,
+        threads=args.threads, weights_dtype=args.weights_dtype, calibrate=args.calibrate,
+        time_limit_seconds=args.time_limit_seconds,
+    )
+
+
+def _dev_predictions(network: SentimentRNN, batches: list[Batch], with_logits: bool = False):
+    network.eval()
+    gold: list[int] = []
+    predicted: list[int] = []
+    all_logits: list[Tensor] = []
+    with torch.inference_mode():
+        for batch in batches:
+            logits = network(batch.token_ids, batch.lengths).logits  # [B, C]
+            gold.extend(batch.labels.tolist())
+            predicted.extend(logits.argmax(dim=-1).tolist())
+            all_logits.append(logits)
+    if with_logits:
+        return gold, predicted, torch.cat(all_logits)
+    return gold, predicted
+
+
+def _drop_words(token_ids: Tensor, probability: float) -> Tensor:
+    if probability <= 0.0:
+        return token_ids
+    dropped = (torch.rand(token_ids.shape) < probability) & (token_ids != PAD_ID)  # [B, T]
+    return token_ids.masked_fill(dropped, UNK_ID)  # [B, T]
+
+
+def _copy_state(network: nn.Module) -> dict[str, Tensor]:
+    return {key: value.detach().clone() for key, value in network.state_dict().items()}
+
+
+def _warmup_cosine(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _seed_everything(seed: int, deterministic: bool) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        # cuBLAS needs this for deterministic GEMMs; harmless on CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _progress_bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm  # optional at serve time; only training shows a bar
+    return tqdm(total=total, unit="step", dynamic_ncols=True)
+
+
+def _log(handle: TextIO, **fields: Any) -> None:
+    handle.write(json.dumps(fields) + "\n")
+    handle.flush()

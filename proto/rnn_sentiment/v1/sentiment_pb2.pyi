@@ -1,0 +1,164 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class CellType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CELL_TYPE_UNSPECIFIED: _ClassVar[CellType]
+    CELL_TYPE_RNN: _ClassVar[CellType]
+    CELL_TYPE_GRU: _ClassVar[CellType]
+    CELL_TYPE_LSTM: _ClassVar[CellType]
+
+class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    POOLING_UNSPECIFIED: _ClassVar[Pooling]
+    POOLING_LAST: _ClassVar[Pooling]
+    POOLING_MEAN: _ClassVar[Pooling]
+    POOLING_MAX: _ClassVar[Pooling]
+    POOLING_ATTENTION: _ClassVar[Pooling]
+CELL_TYPE_UNSPECIFIED: CellType
+CELL_TYPE_RNN: CellType
+CELL_TYPE_GRU: CellType
+CELL_TYPE_LSTM: CellType
+POOLING_UNSPECIFIED: Pooling
+POOLING_LAST: Pooling
+POOLING_MEAN: Pooling
+POOLING_MAX: Pooling
+POOLING_ATTENTION: Pooling
+
+class PredictRequest(_message.Message):
+    __slots__ = ("texts", "model")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    model: str
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ...) -> None: ...
+
+class PredictResponse(_message.Message):
+    __slots__ = ("predictions", "model", "model_version")
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
+    model: str
+    model_version: str
+    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class Prediction(_message.Message):
+    __slots__ = ("label", "score", "probabilities", "token_count", "unknown_token_count", "truncated")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    UNKNOWN_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    score: float
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    token_count: int
+    unknown_token_count: int
+    truncated: bool
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., unknown_token_count: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class TraceRequest(_message.Message):
+    __slots__ = ("text", "model", "include_hidden_states")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_HIDDEN_STATES_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    model: str
+    include_hidden_states: bool
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_hidden_states: _Optional[bool] = ...) -> None: ...
+
+class TraceResponse(_message.Message):
+    __slots__ = ("prediction", "steps", "model", "model_version", "labels")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    steps: _containers.RepeatedCompositeFieldContainer[TraceStep]
+    model: str
+    model_version: str
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class TraceStep(_message.Message):
+    __slots__ = ("token", "in_vocabulary", "hidden_state", "hidden_state_norm", "probabilities", "positive_delta")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    IN_VOCABULARY_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_STATE_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_STATE_NORM_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    token: str
+    in_vocabulary: bool
+    hidden_state: _containers.RepeatedScalarFieldContainer[float]
+    hidden_state_norm: float
+    probabilities: _containers.RepeatedScalarFieldContainer[float]
+    positive_delta: float
+    def __init__(self, token: _Optional[str] = ..., in_vocabulary: _Optional[bool] = ..., hidden_state: _Optional[_Iterable[float]] = ..., hidden_state_norm: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., positive_delta: _Optional[float] = ...) -> None: ...
+
+class GetModelInfoRequest(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    def __init__(self, model: _Optional[str] = ...) -> None: ...
+
+class ModelInfo(_message.Message):
+    __slots__ = ("name", "version", "architecture", "labels", "vocabulary_size", "max_tokens", "checkpoint_sha256", "dev_accuracy", "device", "is_default")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_SHA256_FIELD_NUMBER: _ClassVar[int]
+    DEV_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    architecture: Architecture
+    labels: _containers.RepeatedScalarFieldContainer[str]
+    vocabulary_size: int
+    max_tokens: int
+    checkpoint_sha256: str
+    dev_accuracy: float
+    device: str
+    is_default: bool
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., vocabulary_size: _Optional[int] = ..., max_tokens: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., dev_accuracy: _Optional[float] = ..., device: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+
+class Architecture(_message.Message):
+    __slots__ = ("cell_type", "num_layers", "embedding_dim", "hidden_size", "bidirectional", "pooling", "parameter_count")
+    CELL_TYPE_FIELD_NUMBER: _ClassVar[int]
+    NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
+    BIDIRECTIONAL_FIELD_NUMBER: _ClassVar[int]
+    POOLING_FIELD_NUMBER: _ClassVar[int]
+    PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    cell_type: CellType
+    num_layers: int
+    embedding_dim: int
+    hidden_size: int
+    bidirectional: bool
+    pooling: Pooling
+    parameter_count: int
+    def __init__(self, cell_type: _Optional[_Union[CellType, str]] = ..., num_layers: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., parameter_count: _Optional[int] = ...) -> None: ...
+
+class ListModelsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListModelsResponse(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
+    def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...

@@ -1,0 +1,1 @@
+"""rnn_sentiment.server"""

@@ -1,0 +1,157 @@
+"""ServerConfig: every server knob, from defaults, `RNN_SENTIMENT_*` variables and flags.
+
+Precedence is flag > environment variable > default. Each field's metadata holds its help
+text, which feeds both `--help` and the README table (`rnn-sentiment serve --print-config-table`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+ENV_PREFIX = "RNN_SENTIMENT_"
+DEVICES = ("auto", "cpu", "cuda")
+LOG_FORMATS = ("text", "json")
+
+
+def default_model_dir() -> Path:
+    """The model repository shipped inside the package: one checkpoint per subdirectory."""
+    return Path(__file__).resolve().parent.parent / "model" / "checkpoints"
+
+
+def _knob(default: Any, help_text: str) -> Any:
+    return field(default=default, metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The whole server configuration; validated once at start by `validate()`."""
+
+    address: str = _knob("127.0.0.1:50051", "gRPC listen address host:port (port 0 picks a free one)")
+    metrics_address: str = _knob(
+        "127.0.0.1:9464", "Prometheus /metrics HTTP address host:port; empty disables it"
+    )
+    model_dir: str = _knob(
+        "", "A checkpoint directory, or a directory of them (one model each); empty: the shipped models"
+    )
+    default_model: str = _knob(
+        "", "Model used when a request names none; empty: `sst2-gru` if served, else the first by name"
+    )
+    device: str = _knob("auto", "Where models run: auto (cuda when available), cpu or cuda")
+    max_texts_per_request: int = _knob(64, "Most texts one Predict request may carry")
+    max_text_chars: int = _knob(5000, "Most characters one text may have")
+    max_batch_size: int = _knob(64, "Most texts one model forward pass takes")
+    max_batch_delay_ms: float = _knob(
+        0.0, "Extra wait to fill a batch when the model is idle (0: an idle model runs at once)"
+    )
+    max_queue_texts: int = _knob(2048, "Texts waiting for the model before RESOURCE_EXHAUSTED")
+    torch_threads: int = _knob(0, "Torch intra-op threads for the model (0: one per core)")
+    reflection: bool = _knob(True, "Serve gRPC server reflection (for grpcurl and friends)")
+    grace_seconds: float = _knob(10.0, "On SIGTERM/SIGINT, how long in-flight calls may finish")
+    log_format: str = _knob("text", "Log line format: text or json")
+    log_level: str = _knob("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
+
+    def validate(self) -> None:
+        """Raise ValueError with the fix spelled out, before anything starts."""
+        problems = []
+        if self.device not in DEVICES:
+            problems.append(f"device={self.device!r}: use one of {', '.join(DEVICES)}")
+        if self.log_format not in LOG_FORMATS:
+            problems.append(f"log_format={self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
+        for name in ("max_texts_per_request", "max_text_chars", "max_batch_size", "max_queue_texts"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name}={getattr(self, name)}: must be at least 1")
+        if self.max_batch_delay_ms < 0:
+            problems.append("max_batch_delay_ms must be >= 0")
+        if self.torch_threads < 0:
+            problems.append("torch_threads must be >= 0 (0 = one per core)")
+        if self.grace_seconds < 0:
+            problems.append("grace_seconds must be >= 0")
+        if ":" not in self.address:
+            problems.append(f"address={self.address!r}: write host:port, e.g. 127.0.0.1:50051")
+        if self.metrics_address and ":" not in self.metrics_address:
+            problems.append(f"metrics_address={self.metrics_address!r}: write host:port or ''")
+        if self.model_dir and not Path(self.model_dir).is_dir():
+            problems.append(f"model_dir={self.model_dir!r} is not a directory")
+        if problems:
+            raise ValueError("invalid server configuration: " + "; ".join(problems))
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir) if self.model_dir else default_model_dir()
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {text!r}")
+
+
+def _convert(kind: type, text: str) -> Any:
+    if kind is bool:
+        return _parse_bool(text)
+    return kind(text)
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per ServerConfig field; unset flags fall back to env, then default."""
+    for f in fields(ServerConfig):
+        kind = _TYPES[str(f.type)]
+        help_text = f"{f.metadata['help']} (env {_env_name(f.name)}, default {f.default!r})"
+        if kind is bool:
+            parser.add_argument(
+                _flag_name(f.name), dest=f.name, default=None,
+                action=argparse.BooleanOptionalAction, help=help_text,
+            )
+        else:
+            parser.add_argument(
+                _flag_name(f.name), dest=f.name, default=None, type=kind, help=help_text
+            )
+
+
+def config_from(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Build a ServerConfig: flag > `RNN_SENTIMENT_*` environment variable > default."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(ServerConfig):
+        kind = _TYPES[str(f.type)]
+        flag_value = getattr(args, f.name, None) if args is not None else None
+        if flag_value is not None:
+            values[f.name] = flag_value
+        elif _env_name(f.name) in environ:
+            raw = environ[_env_name(f.name)]
+            try:
+                values[f.name] = _convert(kind, raw)
+            except ValueError as error:
+                raise ValueError(f"{_env_name(f.name)}={raw!r}: {error}") from None
+    config = ServerConfig(**values)
+    config.validate()
+    return config
+
+
+def config_table_markdown() -> str:
+    """The README's configuration table, generated so it cannot drift from the code."""
+    rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for f in fields(ServerConfig):
+        default = f.default if f.default is not MISSING else ""
+        rows.append(
+            f"| `{_flag_name(f.name)}` | `{_env_name(f.name)}` | `{default!r}` | {f.metadata['help']} |"
+        )
+    return "\n".join(rows)

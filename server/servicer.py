@@ -1,0 +1,133 @@
+"""SentimentService: validates, tokenizes on the event loop, and hands model work to the model thread."""
+
+from __future__ import annotations
+
+import logging
+from typing import Awaitable, Callable, TypeVar
+
+import grpc
+from grpc import aio
+
+from rnn_sentiment.model.inference import EncodedText, encode_texts
+from rnn_sentiment.model.trace import trace_text
+from rnn_sentiment.v1 import sentiment_pb2 as pb
+from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+
+from .errors import ServiceError, unavailable
+from .messages import model_info_message, prediction_message, trace_message
+from .metrics import ServerMetrics
+from .repository import ModelRepository, ServedModel
+from .validation import RequestLimits, check_text, check_texts, tokens_violation
+
+log = logging.getLogger(__name__)
+
+Response = TypeVar("Response")
+
+
+class ServingState:
+    """What the servicer serves: no repository until models load; `draining` once stopping."""
+
+    def __init__(self) -> None:
+        self.repository: ModelRepository | None = None
+        self.draining = False
+
+    @property
+    def accepting(self) -> bool:
+        return self.repository is not None and not self.draining
+
+
+class SentimentServicer(pb_grpc.SentimentServiceServicer):
+    def __init__(self, state: ServingState, limits: RequestLimits, metrics: ServerMetrics) -> None:
+        self._limits = limits
+        self._metrics = metrics
+        self._state = state
+
+    async def Predict(self, request: pb.PredictRequest, context: aio.ServicerContext) -> pb.PredictResponse:
+        async def handle() -> pb.PredictResponse:
+            served = self._repository.resolve(request.model)
+            texts = list(request.texts)
+            check_texts(texts, self._limits)
+            encoded = self._encode(served, texts, field_prefix="texts")
+            results = await served.batcher.submit(encoded, timeout=context.time_remaining())
+            self._count(served, encoded, [r.label for r in results])
+            return pb.PredictResponse(
+                predictions=[prediction_message(r) for r in results],
+                model=served.loaded.name,
+                model_version=served.loaded.version,
+            )
+
+        return await self._guard(context, handle)
+
+    async def Trace(self, request: pb.TraceRequest, context: aio.ServicerContext) -> pb.TraceResponse:
+        async def handle() -> pb.TraceResponse:
+            served = self._repository.resolve(request.model)
+            check_text(request.text, self._limits)
+            (encoded,) = self._encode(served, [request.text], field_prefix=None)
+            result = await served.run_exclusive("trace", lambda: trace_text(served.loaded, encoded))
+            self._count(served, [encoded], [result.prediction.label])
+            return trace_message(served, result, request.include_hidden_states)
+
+        return await self._guard(context, handle)
+
+    async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: aio.ServicerContext) -> pb.ModelInfo:
+        async def handle() -> pb.ModelInfo:
+            served = self._repository.resolve(request.model)
+            return model_info_message(served, served.name == self._repository.default_name)
+
+        return await self._guard(context, handle)
+
+    async def ListModels(self, request: pb.ListModelsRequest, context: aio.ServicerContext) -> pb.ListModelsResponse:
+        async def handle() -> pb.ListModelsResponse:
+            default = self._repository.default_name
+            return pb.ListModelsResponse(
+                models=[model_info_message(s, s.name == default) for s in self._repository.all()]
+            )
+
+        return await self._guard(context, handle)
+
+    def _encode(self, served: ServedModel, texts: list[str], field_prefix: str | None) -> list[EncodedText]:
+        loaded = served.loaded
+        try:
+            return encode_texts(texts, loaded.vocab, loaded.config.max_tokens)
+        except ValueError:
+            # Validation already refused blank texts; this is text whose every character the
+            # tokenizer drops. Name the first such text.
+            for i, text in enumerate(texts):
+                try:
+                    encode_texts([text], loaded.vocab, loaded.config.max_tokens)
+                except ValueError:
+                    raise tokens_violation(f"{field_prefix}[{i}]" if field_prefix else "text") from None
+            raise
+
+    def _count(self, served: ServedModel, encoded: list[EncodedText], labels: list[str]) -> None:
+        name = served.name
+        tokens = sum(len(e.ids) for e in encoded)
+        unknown = sum(e.unknown_count for e in encoded)
+        self._metrics.tokens.labels(name).inc(tokens)
+        self._metrics.unknown_tokens.labels(name).inc(unknown)
+        for e in encoded:
+            self._metrics.text_tokens.labels(name).observe(len(e.ids))
+        for label in labels:
+            self._metrics.predictions.labels(name, label).inc()
+
+    @property
+    def _repository(self) -> ModelRepository:
+        assert self._state.repository is not None  # _guard refuses calls before models load
+        return self._state.repository
+
+    async def _guard(
+        self, context: aio.ServicerContext, handle: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """Run a handler; turn ServiceError into its status and anything else into a bare INTERNAL."""
+        if not self._state.accepting:
+            error = unavailable("the server is not serving (starting up or draining); retry another replica")
+            await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+        try:
+            return await handle()
+        except ServiceError as error:
+            await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+        except Exception:
+            # The stack trace goes to our log, never to the caller.
+            log.exception("internal error")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
+        raise AssertionError("unreachable: abort raises")

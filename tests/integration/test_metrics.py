@@ -1,0 +1,65 @@
+"""/metrics counts the calls made, with the standard gRPC names, and passes promtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from rnn_sentiment.client import SentimentClient, SentimentError
+from tests.support import ServerProcess
+
+PREDICT = {"grpc_service": "rnn_sentiment.v1.SentimentService", "grpc_method": "Predict", "grpc_type": "unary"}
+
+
+def scrape(server: ServerProcess) -> str:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
+        return response.read().decode()
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def test_calls_are_counted_by_method_and_code(server: ServerProcess, client: SentimentClient) -> None:
+    before = scrape(server)
+    client.predict(["a warm, funny and beautifully acted film", "a dull , lifeless and painfully boring movie"])
+    client.predict("good")
+    with pytest.raises(SentimentError):
+        client.predict(" ")
+    after = scrape(server)
+
+    def delta(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert delta("grpc_server_started_total", **PREDICT) == 3
+    assert delta("grpc_server_handled_total", **PREDICT, grpc_code="OK") == 2
+    assert delta("grpc_server_handled_total", **PREDICT, grpc_code="INVALID_ARGUMENT") == 1
+    assert delta("grpc_server_handling_seconds_count", **PREDICT) == 3
+    assert delta("rnn_sentiment_model_seconds_count", kind="predict") >= 1
+    assert delta("rnn_sentiment_predictions_total", label="positive") >= 1
+    assert delta("rnn_sentiment_predictions_total", label="negative") >= 1
+    assert delta("rnn_sentiment_tokens_total") >= 9
+    assert sample(after, "rnn_sentiment_model_info", model="sst2-gru", default="true") == 1
+
+
+def test_histogram_buckets_span_100us_to_10s(server: ServerProcess) -> None:
+    text = scrape(server)
+    assert 'grpc_server_handling_seconds_bucket{grpc_method="Predict",grpc_service="rnn_sentiment.v1.SentimentService",grpc_type="unary",le="0.0001"}' in text
+    assert 'le="10.0"' in text
+
+
+def test_exposition_passes_promtool(server: ServerProcess, client: SentimentClient) -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool not installed (Debian package `prometheus`; .ci/run installs it)")
+    client.predict("good")
+    checked = subprocess.run([promtool, "check", "metrics"], input=scrape(server), capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

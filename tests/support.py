@@ -1,0 +1,98 @@
+"""Test support: start a real server process on a loopback port and stop exactly it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_MODELS = REPO_ROOT / "model" / "checkpoints"
+SST2_DIR = REPO_ROOT.parent / "shared" / "data" / "sst2"
+
+
+def free_port() -> int:
+    """A port the kernel just handed out on 127.0.0.1 (free right now; tests start at once)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    """`rnn-sentiment serve` as a child process, with its log in a temporary file."""
+
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    metrics_port: int = 0
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self, wait: bool = True) -> "ServerProcess":
+        self.port = self.port or free_port()
+        self.metrics_port = self.metrics_port or free_port()
+        log_fd, log_name = tempfile.mkstemp(prefix="rnn-sentiment-server-", suffix=".log")
+        self.log_path = Path(log_name)
+        command = [
+            sys.executable, "-m", "rnn_sentiment.cli", "serve",
+            "--address", self.target,
+            "--metrics-address", f"127.0.0.1:{self.metrics_port}",
+            "--torch-threads", "1",
+            *self.extra_args,
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=log_fd, stderr=log_fd, env={**os.environ, **self.env}, cwd=REPO_ROOT
+        )
+        os.close(log_fd)
+        if wait:
+            self.wait_until_serving()
+        return self
+
+    def wait_until_serving(self, timeout: float = 60.0) -> None:
+        from rnn_sentiment.client import SentimentClient, SentimentError
+
+        with SentimentClient(self.target) as client:
+            try:
+                client.wait_until_serving(timeout=timeout)
+            except SentimentError as error:
+                raise RuntimeError(f"server did not become SERVING: {error}\n{self.log()}") from None
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path else ""
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait, and return the exit code (kill if it does not exit in time)."""
+        if self.process is None:
+            return 0
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def __enter__(self) -> "ServerProcess":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()

@@ -1,0 +1,52 @@
+"""Shared fixtures for model unit tests: tiny vocabularies, tiny networks, the SST-2 data path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from rnn_sentiment.model.config import ModelConfig
+from rnn_sentiment.model.network import SentimentRNN
+from rnn_sentiment.model.vocabulary import Vocabulary
+
+# tests/unit/model -> project root -> its sibling shared/ (the default data location).
+SST2_DIR = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "sst2"
+
+WORDS = "the movie is not good bad great boring fun and but a plot acting it 's n't .".split()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # The test machine is shared; tiny models gain nothing from more threads.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def sst2_dir() -> Path:
+    if not (SST2_DIR / "dev.tsv").is_file():
+        pytest.skip(f"SST-2 data not found at {SST2_DIR} (the project reads it from ../shared/data/sst2)")
+    return SST2_DIR
+
+
+@pytest.fixture
+def vocab() -> Vocabulary:
+    return Vocabulary.build([WORDS])
+
+
+@pytest.fixture
+def tiny_network() -> Callable[..., SentimentRNN]:
+    """A factory for small seeded networks in eval mode: tiny_network(vocab_size, cell="lstm", ...)."""
+
+    def build(vocab_size: int, seed: int = 0, **overrides) -> SentimentRNN:
+        torch.manual_seed(seed)
+        settings = dict(cell="gru", embedding_dim=8, hidden_size=6, dropout=0.0)
+        settings.update(overrides)
+        return SentimentRNN(ModelConfig(**settings), vocab_size).eval()
+
+    return build

@@ -1,0 +1,88 @@
+import argparse
+import json
+import random
+
+import pytest
+from safetensors.torch import load_file
+
+from rnn_sentiment.model.checkpoint import load_checkpoint
+from rnn_sentiment.model.evaluation import add_eval_arguments, evaluate, run_eval_from_args
+from rnn_sentiment.model.data import read_sst_tsv
+from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, train,
+                                          train_config_from_args)
+
+POSITIVE = "great fun moving smart charming".split()
+NEGATIVE = "boring dull bad tedious awful".split()
+FILLER = "the movie plot is a and film it".split()
+
+
+def write_tsv(path, count, rng):
+    lines = ["label\tsentence"]
+    for _ in range(count):
+        label = rng.randrange(2)
+        words = rng.sample(FILLER, 3) + [rng.choice(POSITIVE if label else NEGATIVE)]
+        rng.shuffle(words)
+        lines.append(f"{label}\t{' '.join(words)} .")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    rng = random.Random(0)
+    directory = tmp_path / "data"
+    directory.mkdir()
+    write_tsv(directory / "train.tsv", 300, rng)
+    write_tsv(directory / "dev.tsv", 60, rng)
+    return directory
+
+
+def tiny_config(data_dir, output, **overrides):
+    settings = dict(data_dir=str(data_dir), output_dir=str(output), name="tiny", version="0.0.1",
+                    embedding_dim=16, hidden_size=16, epochs=1, batch_size=16, evals_per_epoch=2,
+                    weights_dtype="float32")
+    settings.update(overrides)
+    return TrainConfig(**settings)
+
+
+def test_tiny_run_writes_a_loadable_checkpoint(data_dir, tmp_path):
+    output = tmp_path / "ckpt"
+    record = train(tiny_config(data_dir, output), progress=False)
+    loaded = load_checkpoint(output)
+    assert loaded.training == record and record.train_examples == 300 and record.data == "data"
+    assert loaded.config.temperature > 0
+    report = evaluate(loaded, read_sst_tsv(data_dir / "dev.tsv"))
+    assert report.accuracy == pytest.approx(record.dev_accuracy, abs=1e-5)
+    events = [json.loads(line)["event"] for line in (output / "training_log.jsonl").read_text().splitlines()]
+    assert events[0] == "start" and events[-1] == "end" and "eval" in events
+
+
+def test_same_seed_gives_identical_weights(data_dir, tmp_path):
+    train(tiny_config(data_dir, tmp_path / "a", max_train_examples=200), progress=False)
+    train(tiny_config(data_dir, tmp_path / "b", max_train_examples=200), progress=False)
+    first, second = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert first.keys() == second.keys()
+    assert all(first[k].equal(second[k]) for k in first)
+
+
+def test_cli_arguments_build_a_train_config(tmp_path):
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    args = parser.parse_args(["--cell", "lstm", "--pooling", "attention", "--bidirectional",
+                              "--output", str(tmp_path), "--version", "2.0.0", "--max-train-examples", "5"])
+    config = train_config_from_args(args)
+    assert (config.cell, config.pooling, config.bidirectional, config.version) == ("lstm", "attention", True, "2.0.0")
+    assert config.max_train_examples == 5 and config.output_dir == str(tmp_path)
+    assert train_config_from_args(parser.parse_args([])) == TrainConfig()
+
+
+def test_eval_command(data_dir, tmp_path, capsys):
+    output = tmp_path / "ckpt"
+    train(tiny_config(data_dir, output), progress=False)
+    parser = argparse.ArgumentParser()
+    add_eval_arguments(parser)
+    assert run_eval_from_args(parser.parse_args(["--checkpoint", str(output), "--data", str(data_dir), "--json"])) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["count"] == 60 and sum(map(sum, report["confusion"])) == 60
+    assert run_eval_from_args(parser.parse_args(["--checkpoint", str(output), "--data", str(data_dir)])) == 0
+    assert "accuracy" in capsys.readouterr().out
+    assert run_eval_from_args(parser.parse_args(["--checkpoint", str(tmp_path / "nope"), "--data", str(data_dir)])) == 2

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+
+from rnn_sentiment.server.errors import ServiceError
+from rnn_sentiment.server.validation import RequestLimits, check_text, check_texts
+
+LIMITS = RequestLimits(max_texts_per_request=3, max_text_chars=10)
+
+
+def _violations(error: ServiceError) -> dict[str, str]:
+    (key, value), = error.trailing_metadata()
+    assert key == "grpc-status-details-bin"
+    status = status_pb2.Status.FromString(value)
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    bad_request = error_details_pb2.BadRequest()
+    status.details[0].Unpack(bad_request)
+    return {v.field: v.description for v in bad_request.field_violations}
+
+
+def test_good_texts_pass() -> None:
+    check_texts(["good", "very good"], LIMITS)
+    check_text("fine", LIMITS)
+
+
+@pytest.mark.parametrize(
+    "texts, field, words",
+    [
+        ([], "texts", "at least one"),
+        (["a", "b", "c", "d"], "texts", "4 texts; the limit is 3"),
+        (["ok", ""], "texts[1]", "non-whitespace"),
+        (["ok", " \t\n"], "texts[1]", "non-whitespace"),
+        (["x" * 11], "texts[0]", "11 characters; the limit is 10"),
+    ],
+)
+def test_each_rule_names_the_field_and_limit(texts: list[str], field: str, words: str) -> None:
+    with pytest.raises(ServiceError) as raised:
+        check_texts(texts, LIMITS)
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in _violations(raised.value)[field]
+    assert field in raised.value.message
+
+
+def test_every_bad_text_is_reported_at_once() -> None:
+    with pytest.raises(ServiceError) as raised:
+        check_texts(["", "ok", "x" * 20], LIMITS)
+    assert set(_violations(raised.value)) == {"texts[0]", "texts[2]"}
