@@ -22,6 +22,7 @@ from rnn_sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 from .config import ServerConfig
 from .instrumentation import MetricsInterceptor
 from .metrics import ServerMetrics
+from .reloader import ModelReloader
 from .repository import ModelRepository
 from .servicer import SentimentServicer, ServingState
 from .validation import RequestLimits
@@ -55,13 +56,7 @@ class RunningServer:
     async def load_models(self) -> ModelRepository:
         """Load and warm every model off the event loop, then turn SERVING."""
         repository = await asyncio.to_thread(ModelRepository.load, self.config, self.metrics)
-        await asyncio.to_thread(repository.warm_up)
         repository.start()
-        for served in repository.all():
-            self.metrics.model_info.labels(
-                served.name, served.loaded.version, served.loaded.sha256, served.device,
-                str(served.name == repository.default_name).lower(),
-            ).set(1)
         self.state.repository = repository
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         return repository
@@ -138,7 +133,21 @@ async def serve(config: ServerConfig) -> int:
                 "max_text_chars": config.max_text_chars,
             }},
         )
+        reloader = ModelReloader(repository, running.metrics, config.resolved_model_dir)
+        background: set[asyncio.Task] = set()
+
+        def reload_now() -> None:
+            task = asyncio.ensure_future(reloader.reload_all("SIGHUP"))
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, reload_now)
+        watcher = asyncio.ensure_future(reloader.watch(config.model_poll_seconds)) if config.model_poll_seconds else None
         await stop.wait()
+        if watcher is not None:
+            watcher.cancel()
+        loop.remove_signal_handler(signal.SIGHUP)
+        await asyncio.gather(*background, return_exceptions=True)
     else:
         loading.cancel()
     log.info("draining", extra={"fields": {"grace_seconds": config.grace_seconds}})

@@ -40,6 +40,9 @@ class ServerConfig:
     default_model: str = _knob(
         "", "Model used when a request names none; empty: `sst2-gru` if served, else the first by name"
     )
+    model_poll_seconds: float = _knob(
+        0.0, "Hot reload: check the model directory for changed checkpoints this often (0: off; SIGHUP always reloads)"
+    )
     device: str = _knob("auto", "Where models run: auto (cuda when available), cpu or cuda")
     max_texts_per_request: int = _knob(64, "Most texts one Predict request may carry")
     max_text_chars: int = _knob(5000, "Most characters one text may have")
@@ -68,6 +71,8 @@ class ServerConfig:
             problems.append("max_batch_delay_ms must be >= 0")
         if self.torch_threads < 0:
             problems.append("torch_threads must be >= 0 (0 = one per core)")
+        if self.model_poll_seconds < 0:
+            problems.append("model_poll_seconds must be >= 0 (0 = no polling)")
         if self.grace_seconds < 0:
             problems.append("grace_seconds must be >= 0")
         if ":" not in self.address:

@@ -1,15 +1,46 @@
-"""A server interceptor that records the standard gRPC server metrics for every unary call."""
+"""A server interceptor for every unary call: standard gRPC metrics, request ids, an access log.
+
+The request id comes from the caller's `x-request-id` metadata (or is made up), is echoed back
+in the response's initial metadata, and is attached to every log line of the call.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+import uuid
+from contextvars import ContextVar
 from typing import Any, Awaitable, Callable
 
 import grpc
 from grpc import aio
 
 from .metrics import ServerMetrics
+
+REQUEST_ID_KEY = "x-request-id"
+MAX_REQUEST_ID_LENGTH = 128
+current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
+
+access_log = logging.getLogger("rnn_sentiment.server.access")
+
+
+def request_id_of(context: aio.ServicerContext) -> str:
+    """The caller's x-request-id (trimmed to a sane length), or a fresh one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
+            return value[:MAX_REQUEST_ID_LENGTH]
+    return uuid.uuid4().hex
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds the current call's request id to every log record's structured fields."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = current_request_id.get()
+        if request_id:
+            record.fields = {**getattr(record, "fields", {}), "request_id": request_id}
+        return True
 
 
 def _split_method(full_method: str) -> tuple[str, str]:
@@ -51,6 +82,9 @@ class MetricsInterceptor(aio.ServerInterceptor):
             metrics.rpc_started.labels(*labels).inc()
             start = time.perf_counter()
             code = grpc.StatusCode.OK
+            request_id = request_id_of(context)
+            current_request_id.set(request_id)  # each call runs in its own task and context
+            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
             try:
                 return await behavior(request, context)
             except asyncio.CancelledError:
@@ -63,8 +97,15 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
+                elapsed = time.perf_counter() - start
                 metrics.rpc_handled.labels(*labels, code.name).inc()
-                metrics.rpc_handling_seconds.labels(*labels).observe(time.perf_counter() - start)
+                metrics.rpc_handling_seconds.labels(*labels).observe(elapsed)
+                # Failures are worth a line each; successes only when debugging (they are many).
+                level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
+                if access_log.isEnabledFor(level):
+                    access_log.log(level, "rpc", extra={"fields": {
+                        "method": method, "code": code.name, "seconds": round(elapsed, 6),
+                    }})
 
         return grpc.unary_unary_rpc_method_handler(
             observed,

@@ -35,6 +35,7 @@ class ServerMetrics:
     text_tokens: Histogram
     predictions: Counter
     model_info: Gauge
+    model_reloads: Counter
 
     @classmethod
     def create(cls) -> "ServerMetrics":
@@ -88,5 +89,9 @@ class ServerMetrics:
             model_info=Gauge(
                 "rnn_sentiment_model_info", "Served models (value 1), with version, hash and device.",
                 ("model", "version", "sha256", "device", "default"), registry=registry,
+            ),
+            model_reloads=Counter(
+                "rnn_sentiment_model_reload", "Hot-reload attempts, by result (success, unchanged, failure).",
+                ("model", "result"), registry=registry,
             ),
         )

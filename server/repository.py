@@ -1,4 +1,8 @@
-"""The models a server serves: loaded from a directory, each with its own model thread and batcher."""
+"""The models a server serves: loaded from a directory, each with its own model thread and batcher.
+
+Hot reload swaps a model atomically: a request resolves its model once and is answered wholly
+by that version; the old version finishes what it has queued and then shuts down.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Callable, TypeVar
 import torch
 
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
-from rnn_sentiment.model.inference import EncodedText, PredictionResult, predict_encoded
+from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_texts, predict_encoded
 
 from .batcher import MicroBatcher
 from .config import ServerConfig
@@ -24,6 +28,7 @@ log = logging.getLogger(__name__)
 
 PREFERRED_DEFAULT = "sst2-gru"
 CHECKPOINT_MARKER = "config.json"
+WARM_UP_TEXT = "a warm-up sentence ."
 
 T = TypeVar("T")
 
@@ -80,61 +85,89 @@ class ServedModel:
 
         return await loop.run_in_executor(self.executor, timed)
 
+    async def close(self) -> None:
+        """Finish queued work, then release the model thread."""
+        await self.batcher.close()
+        self.executor.shutdown(wait=True)
+
+
+def load_and_warm(path: Path, device: str) -> LoadedModel:
+    """Load a checkpoint and run one forward, so a broken one fails here and not on a caller."""
+    loaded = load_checkpoint(path, device=device)
+    predict_encoded(loaded, encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
+    return loaded
+
 
 class ModelRepository:
     """Name -> ServedModel, plus which one answers requests that name no model."""
 
-    def __init__(self, models: dict[str, ServedModel], default_name: str) -> None:
-        self._models = models
-        self.default_name = default_name
+    def __init__(self, config: ServerConfig, metrics: ServerMetrics, device: str) -> None:
+        self._config = config
+        self._metrics = metrics
+        self.device = device
+        self._models: dict[str, ServedModel] = {}
+        self.default_name = ""
 
     @classmethod
     def load(cls, config: ServerConfig, metrics: ServerMetrics) -> "ModelRepository":
-        """Load every checkpoint (blocking; call before serving or from a thread)."""
+        """Load and warm every checkpoint (blocking; call from a thread), then pick the default."""
         device = resolve_device(config.device)
         if config.torch_threads:
             torch.set_num_threads(config.torch_threads)
-        models: dict[str, ServedModel] = {}
+        repository = cls(config, metrics, device)
+        loaded_models: dict[str, LoadedModel] = {}
         for path in find_checkpoints(config.resolved_model_dir):
-            loaded = load_checkpoint(path, device=device)
-            if loaded.name in models:
-                raise ValueError(f"two checkpoints are named {loaded.name!r}: {models[loaded.name].loaded.path} and {path}")
-            executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{loaded.name}")
-            batcher: MicroBatcher[EncodedText, PredictionResult] = MicroBatcher(
-                _batch_runner(loaded),
-                executor,
-                max_batch_size=config.max_batch_size,
-                max_queue=config.max_queue_texts,
-                max_batch_delay=config.max_batch_delay_ms / 1000.0,
-                metrics=metrics,
-                model_name=loaded.name,
-            )
-            models[loaded.name] = ServedModel(loaded, device, executor, batcher, metrics)
+            loaded = load_and_warm(path, device)
+            if loaded.name in loaded_models:
+                raise ValueError(f"two checkpoints are named {loaded.name!r}: {loaded_models[loaded.name].path} and {path}")
+            loaded_models[loaded.name] = loaded
         default_name = config.default_model or (
-            PREFERRED_DEFAULT if PREFERRED_DEFAULT in models else sorted(models)[0]
+            PREFERRED_DEFAULT if PREFERRED_DEFAULT in loaded_models else sorted(loaded_models)[0]
         )
-        if default_name not in models:
+        if default_name not in loaded_models:
             raise ValueError(
-                f"default_model={default_name!r} is not among the loaded models: {', '.join(sorted(models))}"
+                f"default_model={default_name!r} is not among the loaded models: {', '.join(sorted(loaded_models))}"
             )
-        return cls(models, default_name)
+        repository.default_name = default_name
+        for loaded in loaded_models.values():
+            repository._models[loaded.name] = repository._serve(loaded)
+        return repository
 
-    def warm_up(self) -> None:
-        """One forward per model so the first caller does not pay for lazy initialisation."""
-        from rnn_sentiment.model.inference import encode_texts
-
-        for served in self._models.values():
-            encoded = encode_texts(["a warm-up sentence ."], served.loaded.vocab, served.loaded.config.max_tokens)
-            predict_encoded(served.loaded, encoded)
+    def _serve(self, loaded: LoadedModel) -> ServedModel:
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{loaded.name}")
+        batcher: MicroBatcher[EncodedText, PredictionResult] = MicroBatcher(
+            lambda batch: predict_encoded(loaded, batch),
+            executor,
+            max_batch_size=self._config.max_batch_size,
+            max_queue=self._config.max_queue_texts,
+            max_batch_delay=self._config.max_batch_delay_ms / 1000.0,
+            metrics=self._metrics,
+            model_name=loaded.name,
+        )
+        return ServedModel(loaded, self.device, executor, batcher, self._metrics)
 
     def start(self) -> None:
+        """Start every batcher (needs the running event loop) and publish model info."""
         for served in self._models.values():
             served.batcher.start()
+            self._publish_info(served)
 
     async def close(self) -> None:
         for served in self._models.values():
-            await served.batcher.close()
-            served.executor.shutdown(wait=True)
+            await served.close()
+
+    async def swap(self, loaded: LoadedModel) -> ServedModel | None:
+        """Serve `loaded` under its name from now on; return the replaced model, closed."""
+        served = self._serve(loaded)
+        served.batcher.start()
+        old = self._models.get(loaded.name)
+        self._models[loaded.name] = served  # one assignment: the swap is atomic on the event loop
+        if old is not None:
+            self._unpublish_info(old)
+        self._publish_info(served)
+        if old is not None:
+            await old.close()  # answers what it already queued with the old version
+        return old
 
     def resolve(self, name: str) -> ServedModel:
         """The named model, the default for "", or NOT_FOUND listing what is served."""
@@ -150,9 +183,17 @@ class ModelRepository:
     def all(self) -> list[ServedModel]:
         return [self._models[n] for n in self.names()]
 
+    def _info_labels(self, served: ServedModel) -> tuple[str, ...]:
+        return (
+            served.name, served.loaded.version, served.loaded.sha256, served.device,
+            str(served.name == self.default_name).lower(),
+        )
 
-def _batch_runner(loaded: LoadedModel) -> Callable[[list[EncodedText]], list[PredictionResult]]:
-    def run(batch: list[EncodedText]) -> list[PredictionResult]:
-        return predict_encoded(loaded, batch)
+    def _publish_info(self, served: ServedModel) -> None:
+        self._metrics.model_info.labels(*self._info_labels(served)).set(1)
 
-    return run
+    def _unpublish_info(self, served: ServedModel) -> None:
+        try:
+            self._metrics.model_info.remove(*self._info_labels(served))
+        except KeyError:
+            pass

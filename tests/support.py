@@ -96,3 +96,20 @@ class ServerProcess:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def write_untrained_checkpoint(directory: Path, name: str, version: str, cell: str = "gru", seed: int = 0) -> Path:
+    """A real, loadable checkpoint with random weights: for tests about serving, not accuracy."""
+    import torch
+
+    from rnn_sentiment.model.checkpoint import save_checkpoint
+    from rnn_sentiment.model.config import ModelConfig
+    from rnn_sentiment.model.network import SentimentRNN
+    from rnn_sentiment.model.vocabulary import Vocabulary
+
+    torch.manual_seed(seed)
+    vocab = Vocabulary.build([["a", "good", "bad", "film", "not", ".", ","]])
+    config = ModelConfig(cell=cell, embedding_dim=8, hidden_size=8, num_layers=1, bidirectional=False,
+                         pooling="last", dropout=0.0)
+    save_checkpoint(directory, SentimentRNN(config, vocab_size=len(vocab)), vocab, config, name=name, version=version)
+    return directory
