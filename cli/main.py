@@ -100,15 +100,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.print_config_table:
         print(config_table_markdown())
         return 0
-    from rnn_sentiment.server.app import serve
-    from rnn_sentiment.server.logging_setup import configure_logging
-
     try:
         config = config_from(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from rnn_sentiment.server.logging_setup import configure_logging
+
     configure_logging(config.log_format, config.log_level)
+    if config.workers > 1:
+        from rnn_sentiment.server.supervisor import supervise
+
+        try:
+            return asyncio.run(supervise(config))
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    from rnn_sentiment.server.app import serve
+
     return asyncio.run(serve(config))
 
 

@@ -51,7 +51,8 @@ class ServerConfig:
         0.0, "Extra wait to fill a batch when the model is idle (0: an idle model runs at once)"
     )
     max_queue_texts: int = _knob(2048, "Texts waiting for the model before RESOURCE_EXHAUSTED")
-    torch_threads: int = _knob(0, "Torch intra-op threads for the model (0: one per core)")
+    workers: int = _knob(1, "Server processes sharing the gRPC port (SO_REUSEPORT); metrics are aggregated")
+    torch_threads: int = _knob(0, "Torch intra-op threads per worker (0: cores divided by workers)")
     reflection: bool = _knob(True, "Serve gRPC server reflection (for grpcurl and friends)")
     grace_seconds: float = _knob(10.0, "On SIGTERM/SIGINT, how long in-flight calls may finish")
     log_format: str = _knob("text", "Log line format: text or json")
@@ -64,7 +65,7 @@ class ServerConfig:
             problems.append(f"device={self.device!r}: use one of {', '.join(DEVICES)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"log_format={self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
-        for name in ("max_texts_per_request", "max_text_chars", "max_batch_size", "max_queue_texts"):
+        for name in ("max_texts_per_request", "max_text_chars", "max_batch_size", "max_queue_texts", "workers"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
         if self.max_batch_delay_ms < 0:
@@ -83,6 +84,10 @@ class ServerConfig:
             problems.append(f"model_dir={self.model_dir!r} is not a directory")
         if problems:
             raise ValueError("invalid server configuration: " + "; ".join(problems))
+
+    def as_environment(self) -> dict[str, str]:
+        """This configuration as `RNN_SENTIMENT_*` variables (how a supervisor configures workers)."""
+        return {_env_name(f.name): str(getattr(self, f.name)) for f in fields(self)}
 
     @property
     def resolved_model_dir(self) -> Path:

@@ -2,6 +2,8 @@
 
 Everything lives in one `ServerMetrics` with its own registry, so two servers in one process
 (tests) never share counters, and the exposition holds only what this server records.
+Under `--workers N` (PROMETHEUS_MULTIPROC_DIR set) values go to shared files instead and the
+supervisor serves their aggregate; the gauges say how to combine workers.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class ServerMetrics:
             ),
             queue_depth=Gauge(
                 "rnn_sentiment_queue_depth", "Texts waiting for the model now.",
-                ("model",), registry=registry,
+                ("model",), registry=registry, multiprocess_mode="livesum",
             ),
             tokens=Counter(
                 "rnn_sentiment_tokens", "Tokens read by the model.", ("model",), registry=registry
@@ -89,6 +91,7 @@ class ServerMetrics:
             model_info=Gauge(
                 "rnn_sentiment_model_info", "Served models (value 1), with version, hash and device.",
                 ("model", "version", "sha256", "device", "default"), registry=registry,
+                multiprocess_mode="livemax",
             ),
             model_reloads=Counter(
                 "rnn_sentiment_model_reload", "Hot-reload attempts, by result (success, unchanged, failure).",

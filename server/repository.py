@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,6 +194,10 @@ class ModelRepository:
         self._metrics.model_info.labels(*self._info_labels(served)).set(1)
 
     def _unpublish_info(self, served: ServedModel) -> None:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            # Multiprocess values live in files that `remove` cannot reach: mark it retired.
+            self._metrics.model_info.labels(*self._info_labels(served)).set(0)
+            return
         try:
             self._metrics.model_info.remove(*self._info_labels(served))
         except KeyError:

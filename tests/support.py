@@ -85,11 +85,15 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
             raise
+        if code == 0 and self.log_path is not None:
+            self.log_path.unlink(missing_ok=True)  # keep only the logs of failures
+            self.log_path = None
+        return code
 
     def __enter__(self) -> "ServerProcess":
         return self.start()
