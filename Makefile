@@ -11,7 +11,7 @@ ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
 DATA ?= ../shared/data/sst2
 
-.PHONY: help install proto serve system-packages test test-fast test-system bench clean
+.PHONY: help install proto proto-baseline serve system-packages test test-fast test-system bench clean
 
 help:
 	@echo "make serve   - install into $(VENV) and serve the shipped model on $(ADDRESS) (metrics on $(METRICS_ADDRESS))"
@@ -37,6 +37,10 @@ install: $(VENV)/.installed-server
 proto: $(VENV)/.installed-dev
 	$(PY) -m grpc_tools.protoc -Iproto --python_out=proto --pyi_out=proto --grpc_python_out=proto \
 		proto/rnn_sentiment/v1/sentiment.proto
+
+# The released contract that `buf breaking` compares against; refresh only when releasing v1 changes.
+proto-baseline: $(VENV)/.installed-dev
+	cd proto && ../$(VENV)/bin/buf build -o v1-baseline.binpb
 
 serve: $(VENV)/.installed-server
 	$(VENV)/bin/rnn-sentiment serve --address $(ADDRESS) --metrics-address $(METRICS_ADDRESS)

@@ -34,3 +34,36 @@ def test_every_field_and_message_is_commented() -> None:
         )
         if declares:
             assert lines[number - 1].strip().startswith("//"), f"line {number + 1} has no comment: {stripped}"
+
+
+def _buf() -> str:
+    path = Path(sys.executable).parent / "buf"
+    assert path.exists(), "buf is missing: `make test` installs it (PyPI buf-bin, dev extra)"
+    return str(path)
+
+
+def test_buf_lint_passes() -> None:
+    result = subprocess.run([_buf(), "lint"], cwd=REPO_ROOT / "proto", capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_no_breaking_change_against_the_released_contract() -> None:
+    result = subprocess.run(
+        [_buf(), "breaking", "--against", "v1-baseline.binpb"],
+        cwd=REPO_ROOT / "proto", capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_breaking_check_catches_a_renumbered_field(tmp_path: Path) -> None:
+    source = (REPO_ROOT / "proto" / "rnn_sentiment" / "v1" / "sentiment.proto").read_text()
+    broken = source.replace("repeated string texts = 1;", "repeated string texts = 99;")
+    assert broken != source
+    (tmp_path / "rnn_sentiment" / "v1").mkdir(parents=True)
+    (tmp_path / "rnn_sentiment" / "v1" / "sentiment.proto").write_text(broken)
+    (tmp_path / "buf.yaml").write_text((REPO_ROOT / "proto" / "buf.yaml").read_text())
+    result = subprocess.run(
+        [_buf(), "breaking", "--against", str(REPO_ROOT / "proto" / "v1-baseline.binpb")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0 and "texts" in result.stdout + result.stderr

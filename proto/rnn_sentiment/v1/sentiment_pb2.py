@@ -24,39 +24,49 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n rnn_sentiment/v1/sentiment.proto\x12\x10rnn_sentiment.v1\".\n\x0ePredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\"j\n\x0fPredictResponse\x12\x31\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1c.rnn_sentiment.v1.Prediction\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x86\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\x12\x1b\n\x13unknown_token_count\x18\x05 \x01(\x05\x12\x11\n\ttruncated\x18\x06 \x01(\x08\"J\n\x0cTraceRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1d\n\x15include_hidden_states\x18\x03 \x01(\x08\"\xa3\x01\n\rTraceResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.rnn_sentiment.v1.Prediction\x12*\n\x05steps\x18\x02 \x03(\x0b\x32\x1b.rnn_sentiment.v1.TraceStep\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\"\x91\x01\n\tTraceStep\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rin_vocabulary\x18\x02 \x01(\x08\x12\x14\n\x0chidden_state\x18\x03 \x03(\x02\x12\x19\n\x11hidden_state_norm\x18\x04 \x01(\x02\x12\x15\n\rprobabilities\x18\x05 \x03(\x02\x12\x16\n\x0epositive_delta\x18\x06 \x01(\x02\"$\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xf2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x34\n\x0c\x61rchitecture\x18\x03 \x01(\x0b\x32\x1e.rnn_sentiment.v1.Architecture\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x17\n\x0fvocabulary_size\x18\x05 \x01(\x05\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x19\n\x11\x63heckpoint_sha256\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65v_accuracy\x18\x08 \x01(\x02\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x12\n\nis_default\x18\n \x01(\x08\"\xd9\x01\n\x0c\x41rchitecture\x12-\n\tcell_type\x18\x01 \x01(\x0e\x32\x1a.rnn_sentiment.v1.CellType\x12\x12\n\nnum_layers\x18\x02 \x01(\x05\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x04 \x01(\x05\x12\x15\n\rbidirectional\x18\x05 \x01(\x08\x12*\n\x07pooling\x18\x06 \x01(\x0e\x32\x19.rnn_sentiment.v1.Pooling\x12\x17\n\x0fparameter_count\x18\x07 \x01(\x03\"\x13\n\x11ListModelsRequest\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.rnn_sentiment.v1.ModelInfo*_\n\x08\x43\x65llType\x12\x19\n\x15\x43\x45LL_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rCELL_TYPE_RNN\x10\x01\x12\x11\n\rCELL_TYPE_GRU\x10\x02\x12\x12\n\x0e\x43\x45LL_TYPE_LSTM\x10\x03*n\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_LAST\x10\x01\x12\x10\n\x0cPOOLING_MEAN\x10\x02\x12\x0f\n\x0bPOOLING_MAX\x10\x03\x12\x15\n\x11POOLING_ATTENTION\x10\x04\x32\xd9\x02\n\x10SentimentService\x12N\n\x07Predict\x12 .rnn_sentiment.v1.PredictRequest\x1a!.rnn_sentiment.v1.PredictResponse\x12H\n\x05Trace\x12\x1e.rnn_sentiment.v1.TraceRequest\x1a\x1f.rnn_sentiment.v1.TraceResponse\x12R\n\x0cGetModelInfo\x12%.rnn_sentiment.v1.GetModelInfoRequest\x1a\x1b.rnn_sentiment.v1.ModelInfo\x12W\n\nListModels\x12#.rnn_sentiment.v1.ListModelsRequest\x1a$.rnn_sentiment.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n rnn_sentiment/v1/sentiment.proto\x12\x10rnn_sentiment.v1\".\n\x0ePredictRequest\x12\r\n\x05texts\x18\x01 \x03(\t\x12\r\n\x05model\x18\x02 \x01(\t\"j\n\x0fPredictResponse\x12\x31\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x1c.rnn_sentiment.v1.Prediction\x12\r\n\x05model\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\x86\x01\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x15\n\rprobabilities\x18\x03 \x03(\x02\x12\x13\n\x0btoken_count\x18\x04 \x01(\x05\x12\x1b\n\x13unknown_token_count\x18\x05 \x01(\x05\x12\x11\n\ttruncated\x18\x06 \x01(\x08\"\xf2\x01\n\x0cTraceRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1d\n\x15include_hidden_states\x18\x03 \x01(\x08\x12\x39\n\x0c\x61ttributions\x18\x04 \x03(\x0e\x32#.rnn_sentiment.v1.AttributionMethod\x12\"\n\x1aintegrated_gradients_steps\x18\x05 \x01(\x05\x12\x12\n\nall_layers\x18\x06 \x01(\x08\x12\x13\n\x0btop_k_units\x18\x07 \x01(\x05\x12\x1e\n\x16include_memory_profile\x18\x08 \x01(\x08\"\xc7\x02\n\rTraceResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.rnn_sentiment.v1.Prediction\x12*\n\x05steps\x18\x02 \x03(\x0b\x32\x1b.rnn_sentiment.v1.TraceStep\x12\r\n\x05model\x18\x03 \x01(\t\x12\x15\n\rmodel_version\x18\x04 \x01(\t\x12\x0e\n\x06labels\x18\x05 \x03(\t\x12\x33\n\x0c\x61ttributions\x18\x06 \x03(\x0b\x32\x1d.rnn_sentiment.v1.Attribution\x12\x37\n\x0ememory_profile\x18\x07 \x01(\x0b\x32\x1f.rnn_sentiment.v1.MemoryProfile\x12\x14\n\x0chidden_units\x18\x08 \x03(\x05\x12\x1e\n\x16\x62\x61seline_probabilities\x18\t \x03(\x02\"\xdf\x01\n\x0b\x41ttribution\x12\x33\n\x06method\x18\x01 \x01(\x0e\x32#.rnn_sentiment.v1.AttributionMethod\x12\x0e\n\x06scores\x18\x02 \x03(\x02\x12\x14\n\x0ctarget_label\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x01(\x05\x12\x1d\n\x10logit_difference\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x1d\n\x10\x63ompleteness_gap\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x13\n\x11_logit_differenceB\x13\n\x11_completeness_gap\"N\n\rMemoryProfile\x12\x0f\n\x07recency\x18\x01 \x01(\x02\x12\x17\n\x0f\x64\x65\x63\x61y_per_token\x18\x02 \x01(\x02\x12\x13\n\x0blast_tokens\x18\x03 \x01(\x05\"\xac\x02\n\tTraceStep\x12\r\n\x05token\x18\x01 \x01(\t\x12\x15\n\rin_vocabulary\x18\x02 \x01(\x08\x12\x14\n\x0chidden_state\x18\x03 \x03(\x02\x12\x19\n\x11hidden_state_norm\x18\x04 \x01(\x02\x12\x15\n\rprobabilities\x18\x05 \x03(\x02\x12\x16\n\x0epositive_delta\x18\x06 \x01(\x02\x12\x1a\n\x12hidden_change_norm\x18\x07 \x01(\x02\x12\x1d\n\x10\x61ttention_weight\x18\x08 \x01(\x02H\x00\x88\x01\x01\x12\x13\n\x06memory\x18\t \x01(\x02H\x01\x88\x01\x01\x12)\n\x05\x63\x65lls\x18\n \x03(\x0b\x32\x1a.rnn_sentiment.v1.CellStepB\x13\n\x11_attention_weightB\t\n\x07_memory\"\xa0\x03\n\x08\x43\x65llStep\x12\r\n\x05layer\x18\x01 \x01(\x05\x12.\n\tdirection\x18\x02 \x01(\x0e\x32\x1b.rnn_sentiment.v1.Direction\x12\x19\n\x11hidden_state_norm\x18\x03 \x01(\x02\x12\x1a\n\x12hidden_change_norm\x18\x04 \x01(\x02\x12\x18\n\x0bupdate_gate\x18\x05 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nreset_gate\x18\x06 \x01(\x02H\x01\x88\x01\x01\x12\x17\n\ninput_gate\x18\x07 \x01(\x02H\x02\x88\x01\x01\x12\x18\n\x0b\x66orget_gate\x18\x08 \x01(\x02H\x03\x88\x01\x01\x12\x18\n\x0boutput_gate\x18\t \x01(\x02H\x04\x88\x01\x01\x12\x1c\n\x0f\x63\x65ll_state_norm\x18\n \x01(\x02H\x05\x88\x01\x01\x12\x13\n\x06memory\x18\x0b \x01(\x02H\x06\x88\x01\x01\x42\x0e\n\x0c_update_gateB\r\n\x0b_reset_gateB\r\n\x0b_input_gateB\x0e\n\x0c_forget_gateB\x0e\n\x0c_output_gateB\x12\n\x10_cell_state_normB\t\n\x07_memory\"$\n\x13GetModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\"\xf2\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x34\n\x0c\x61rchitecture\x18\x03 \x01(\x0b\x32\x1e.rnn_sentiment.v1.Architecture\x12\x0e\n\x06labels\x18\x04 \x03(\t\x12\x17\n\x0fvocabulary_size\x18\x05 \x01(\x05\x12\x12\n\nmax_tokens\x18\x06 \x01(\x05\x12\x19\n\x11\x63heckpoint_sha256\x18\x07 \x01(\t\x12\x14\n\x0c\x64\x65v_accuracy\x18\x08 \x01(\x02\x12\x0e\n\x06\x64\x65vice\x18\t \x01(\t\x12\x12\n\nis_default\x18\n \x01(\x08\"\xd9\x01\n\x0c\x41rchitecture\x12-\n\tcell_type\x18\x01 \x01(\x0e\x32\x1a.rnn_sentiment.v1.CellType\x12\x12\n\nnum_layers\x18\x02 \x01(\x05\x12\x15\n\rembedding_dim\x18\x03 \x01(\x05\x12\x13\n\x0bhidden_size\x18\x04 \x01(\x05\x12\x15\n\rbidirectional\x18\x05 \x01(\x08\x12*\n\x07pooling\x18\x06 \x01(\x0e\x32\x19.rnn_sentiment.v1.Pooling\x12\x17\n\x0fparameter_count\x18\x07 \x01(\x03\"\x13\n\x11ListModelsRequest\"A\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.rnn_sentiment.v1.ModelInfo*\xce\x01\n\x11\x41ttributionMethod\x12\"\n\x1e\x41TTRIBUTION_METHOD_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x41TTRIBUTION_METHOD_PREFIX\x10\x01\x12\'\n#ATTRIBUTION_METHOD_GRADIENT_X_INPUT\x10\x02\x12+\n\'ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS\x10\x03\x12 \n\x1c\x41TTRIBUTION_METHOD_OCCLUSION\x10\x04*U\n\tDirection\x12\x19\n\x15\x44IRECTION_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44IRECTION_FORWARD\x10\x01\x12\x16\n\x12\x44IRECTION_BACKWARD\x10\x02*_\n\x08\x43\x65llType\x12\x19\n\x15\x43\x45LL_TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rCELL_TYPE_RNN\x10\x01\x12\x11\n\rCELL_TYPE_GRU\x10\x02\x12\x12\n\x0e\x43\x45LL_TYPE_LSTM\x10\x03*n\n\x07Pooling\x12\x17\n\x13POOLING_UNSPECIFIED\x10\x00\x12\x10\n\x0cPOOLING_LAST\x10\x01\x12\x10\n\x0cPOOLING_MEAN\x10\x02\x12\x0f\n\x0bPOOLING_MAX\x10\x03\x12\x15\n\x11POOLING_ATTENTION\x10\x04\x32\xd9\x02\n\x10SentimentService\x12N\n\x07Predict\x12 .rnn_sentiment.v1.PredictRequest\x1a!.rnn_sentiment.v1.PredictResponse\x12H\n\x05Trace\x12\x1e.rnn_sentiment.v1.TraceRequest\x1a\x1f.rnn_sentiment.v1.TraceResponse\x12R\n\x0cGetModelInfo\x12%.rnn_sentiment.v1.GetModelInfoRequest\x1a\x1b.rnn_sentiment.v1.ModelInfo\x12W\n\nListModels\x12#.rnn_sentiment.v1.ListModelsRequest\x1a$.rnn_sentiment.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'rnn_sentiment.v1.sentiment_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CELLTYPE']._serialized_start=1328
-  _globals['_CELLTYPE']._serialized_end=1423
-  _globals['_POOLING']._serialized_start=1425
-  _globals['_POOLING']._serialized_end=1535
+  _globals['_ATTRIBUTIONMETHOD']._serialized_start=2542
+  _globals['_ATTRIBUTIONMETHOD']._serialized_end=2748
+  _globals['_DIRECTION']._serialized_start=2750
+  _globals['_DIRECTION']._serialized_end=2835
+  _globals['_CELLTYPE']._serialized_start=2837
+  _globals['_CELLTYPE']._serialized_end=2932
+  _globals['_POOLING']._serialized_start=2934
+  _globals['_POOLING']._serialized_end=3044
   _globals['_PREDICTREQUEST']._serialized_start=54
   _globals['_PREDICTREQUEST']._serialized_end=100
   _globals['_PREDICTRESPONSE']._serialized_start=102
   _globals['_PREDICTRESPONSE']._serialized_end=208
   _globals['_PREDICTION']._serialized_start=211
   _globals['_PREDICTION']._serialized_end=345
-  _globals['_TRACEREQUEST']._serialized_start=347
-  _globals['_TRACEREQUEST']._serialized_end=421
-  _globals['_TRACERESPONSE']._serialized_start=424
-  _globals['_TRACERESPONSE']._serialized_end=587
-  _globals['_TRACESTEP']._serialized_start=590
-  _globals['_TRACESTEP']._serialized_end=735
-  _globals['_GETMODELINFOREQUEST']._serialized_start=737
-  _globals['_GETMODELINFOREQUEST']._serialized_end=773
-  _globals['_MODELINFO']._serialized_start=776
-  _globals['_MODELINFO']._serialized_end=1018
-  _globals['_ARCHITECTURE']._serialized_start=1021
-  _globals['_ARCHITECTURE']._serialized_end=1238
-  _globals['_LISTMODELSREQUEST']._serialized_start=1240
-  _globals['_LISTMODELSREQUEST']._serialized_end=1259
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1261
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1326
-  _globals['_SENTIMENTSERVICE']._serialized_start=1538
-  _globals['_SENTIMENTSERVICE']._serialized_end=1883
+  _globals['_TRACEREQUEST']._serialized_start=348
+  _globals['_TRACEREQUEST']._serialized_end=590
+  _globals['_TRACERESPONSE']._serialized_start=593
+  _globals['_TRACERESPONSE']._serialized_end=920
+  _globals['_ATTRIBUTION']._serialized_start=923
+  _globals['_ATTRIBUTION']._serialized_end=1146
+  _globals['_MEMORYPROFILE']._serialized_start=1148
+  _globals['_MEMORYPROFILE']._serialized_end=1226
+  _globals['_TRACESTEP']._serialized_start=1229
+  _globals['_TRACESTEP']._serialized_end=1529
+  _globals['_CELLSTEP']._serialized_start=1532
+  _globals['_CELLSTEP']._serialized_end=1948
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1950
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1986
+  _globals['_MODELINFO']._serialized_start=1989
+  _globals['_MODELINFO']._serialized_end=2231
+  _globals['_ARCHITECTURE']._serialized_start=2234
+  _globals['_ARCHITECTURE']._serialized_end=2451
+  _globals['_LISTMODELSREQUEST']._serialized_start=2453
+  _globals['_LISTMODELSREQUEST']._serialized_end=2472
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2474
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2539
+  _globals['_SENTIMENTSERVICE']._serialized_start=3047
+  _globals['_SENTIMENTSERVICE']._serialized_end=3392
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AttributionMethod(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ATTRIBUTION_METHOD_UNSPECIFIED: _ClassVar[AttributionMethod]
+    ATTRIBUTION_METHOD_PREFIX: _ClassVar[AttributionMethod]
+    ATTRIBUTION_METHOD_GRADIENT_X_INPUT: _ClassVar[AttributionMethod]
+    ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS: _ClassVar[AttributionMethod]
+    ATTRIBUTION_METHOD_OCCLUSION: _ClassVar[AttributionMethod]
+
+class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DIRECTION_UNSPECIFIED: _ClassVar[Direction]
+    DIRECTION_FORWARD: _ClassVar[Direction]
+    DIRECTION_BACKWARD: _ClassVar[Direction]
+
 class CellType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CELL_TYPE_UNSPECIFIED: _ClassVar[CellType]
@@ -21,6 +35,14 @@ class Pooling(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POOLING_MEAN: _ClassVar[Pooling]
     POOLING_MAX: _ClassVar[Pooling]
     POOLING_ATTENTION: _ClassVar[Pooling]
+ATTRIBUTION_METHOD_UNSPECIFIED: AttributionMethod
+ATTRIBUTION_METHOD_PREFIX: AttributionMethod
+ATTRIBUTION_METHOD_GRADIENT_X_INPUT: AttributionMethod
+ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS: AttributionMethod
+ATTRIBUTION_METHOD_OCCLUSION: AttributionMethod
+DIRECTION_UNSPECIFIED: Direction
+DIRECTION_FORWARD: Direction
+DIRECTION_BACKWARD: Direction
 CELL_TYPE_UNSPECIFIED: CellType
 CELL_TYPE_RNN: CellType
 CELL_TYPE_GRU: CellType
@@ -66,44 +88,122 @@ class Prediction(_message.Message):
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., unknown_token_count: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
 
 class TraceRequest(_message.Message):
-    __slots__ = ("text", "model", "include_hidden_states")
+    __slots__ = ("text", "model", "include_hidden_states", "attributions", "integrated_gradients_steps", "all_layers", "top_k_units", "include_memory_profile")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_HIDDEN_STATES_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    INTEGRATED_GRADIENTS_STEPS_FIELD_NUMBER: _ClassVar[int]
+    ALL_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_UNITS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_MEMORY_PROFILE_FIELD_NUMBER: _ClassVar[int]
     text: str
     model: str
     include_hidden_states: bool
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_hidden_states: _Optional[bool] = ...) -> None: ...
+    attributions: _containers.RepeatedScalarFieldContainer[AttributionMethod]
+    integrated_gradients_steps: int
+    all_layers: bool
+    top_k_units: int
+    include_memory_profile: bool
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_hidden_states: _Optional[bool] = ..., attributions: _Optional[_Iterable[_Union[AttributionMethod, str]]] = ..., integrated_gradients_steps: _Optional[int] = ..., all_layers: _Optional[bool] = ..., top_k_units: _Optional[int] = ..., include_memory_profile: _Optional[bool] = ...) -> None: ...
 
 class TraceResponse(_message.Message):
-    __slots__ = ("prediction", "steps", "model", "model_version", "labels")
+    __slots__ = ("prediction", "steps", "model", "model_version", "labels", "attributions", "memory_profile", "hidden_units", "baseline_probabilities")
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_PROFILE_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_UNITS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     prediction: Prediction
     steps: _containers.RepeatedCompositeFieldContainer[TraceStep]
     model: str
     model_version: str
     labels: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ...) -> None: ...
+    attributions: _containers.RepeatedCompositeFieldContainer[Attribution]
+    memory_profile: MemoryProfile
+    hidden_units: _containers.RepeatedScalarFieldContainer[int]
+    baseline_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., labels: _Optional[_Iterable[str]] = ..., attributions: _Optional[_Iterable[_Union[Attribution, _Mapping]]] = ..., memory_profile: _Optional[_Union[MemoryProfile, _Mapping]] = ..., hidden_units: _Optional[_Iterable[int]] = ..., baseline_probabilities: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class Attribution(_message.Message):
+    __slots__ = ("method", "scores", "target_label", "steps", "logit_difference", "completeness_gap")
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    TARGET_LABEL_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LOGIT_DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    COMPLETENESS_GAP_FIELD_NUMBER: _ClassVar[int]
+    method: AttributionMethod
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    target_label: str
+    steps: int
+    logit_difference: float
+    completeness_gap: float
+    def __init__(self, method: _Optional[_Union[AttributionMethod, str]] = ..., scores: _Optional[_Iterable[float]] = ..., target_label: _Optional[str] = ..., steps: _Optional[int] = ..., logit_difference: _Optional[float] = ..., completeness_gap: _Optional[float] = ...) -> None: ...
+
+class MemoryProfile(_message.Message):
+    __slots__ = ("recency", "decay_per_token", "last_tokens")
+    RECENCY_FIELD_NUMBER: _ClassVar[int]
+    DECAY_PER_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    recency: float
+    decay_per_token: float
+    last_tokens: int
+    def __init__(self, recency: _Optional[float] = ..., decay_per_token: _Optional[float] = ..., last_tokens: _Optional[int] = ...) -> None: ...
 
 class TraceStep(_message.Message):
-    __slots__ = ("token", "in_vocabulary", "hidden_state", "hidden_state_norm", "probabilities", "positive_delta")
+    __slots__ = ("token", "in_vocabulary", "hidden_state", "hidden_state_norm", "probabilities", "positive_delta", "hidden_change_norm", "attention_weight", "memory", "cells")
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     IN_VOCABULARY_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_STATE_FIELD_NUMBER: _ClassVar[int]
     HIDDEN_STATE_NORM_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     POSITIVE_DELTA_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_CHANGE_NORM_FIELD_NUMBER: _ClassVar[int]
+    ATTENTION_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
     token: str
     in_vocabulary: bool
     hidden_state: _containers.RepeatedScalarFieldContainer[float]
     hidden_state_norm: float
     probabilities: _containers.RepeatedScalarFieldContainer[float]
     positive_delta: float
-    def __init__(self, token: _Optional[str] = ..., in_vocabulary: _Optional[bool] = ..., hidden_state: _Optional[_Iterable[float]] = ..., hidden_state_norm: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., positive_delta: _Optional[float] = ...) -> None: ...
+    hidden_change_norm: float
+    attention_weight: float
+    memory: float
+    cells: _containers.RepeatedCompositeFieldContainer[CellStep]
+    def __init__(self, token: _Optional[str] = ..., in_vocabulary: _Optional[bool] = ..., hidden_state: _Optional[_Iterable[float]] = ..., hidden_state_norm: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., positive_delta: _Optional[float] = ..., hidden_change_norm: _Optional[float] = ..., attention_weight: _Optional[float] = ..., memory: _Optional[float] = ..., cells: _Optional[_Iterable[_Union[CellStep, _Mapping]]] = ...) -> None: ...
+
+class CellStep(_message.Message):
+    __slots__ = ("layer", "direction", "hidden_state_norm", "hidden_change_norm", "update_gate", "reset_gate", "input_gate", "forget_gate", "output_gate", "cell_state_norm", "memory")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    DIRECTION_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_STATE_NORM_FIELD_NUMBER: _ClassVar[int]
+    HIDDEN_CHANGE_NORM_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_GATE_FIELD_NUMBER: _ClassVar[int]
+    RESET_GATE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_GATE_FIELD_NUMBER: _ClassVar[int]
+    FORGET_GATE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_GATE_FIELD_NUMBER: _ClassVar[int]
+    CELL_STATE_NORM_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_FIELD_NUMBER: _ClassVar[int]
+    layer: int
+    direction: Direction
+    hidden_state_norm: float
+    hidden_change_norm: float
+    update_gate: float
+    reset_gate: float
+    input_gate: float
+    forget_gate: float
+    output_gate: float
+    cell_state_norm: float
+    memory: float
+    def __init__(self, layer: _Optional[int] = ..., direction: _Optional[_Union[Direction, str]] = ..., hidden_state_norm: _Optional[float] = ..., hidden_change_norm: _Optional[float] = ..., update_gate: _Optional[float] = ..., reset_gate: _Optional[float] = ..., input_gate: _Optional[float] = ..., forget_gate: _Optional[float] = ..., output_gate: _Optional[float] = ..., cell_state_norm: _Optional[float] = ..., memory: _Optional[float] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ("model",)
