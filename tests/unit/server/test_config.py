@@ -43,3 +43,11 @@ def test_readme_table_documents_every_knob() -> None:
     table = config_table_markdown()
     for name in ServerConfig.__dataclass_fields__:
         assert f"`RNN_SENTIMENT_{name.upper()}`" in table
+
+
+def test_readme_shows_the_current_table() -> None:
+    from tests.support import REPO_ROOT
+
+    assert config_table_markdown() in (REPO_ROOT / "README.md").read_text(), (
+        "README's configuration table is stale: paste `rnn-sentiment serve --print-config-table`"
+    )
