@@ -59,11 +59,13 @@ class RunningServer:
         repository.start()
         self.state.repository = repository
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self.metrics.ready.set(1)
         return repository
 
     async def drain(self) -> None:
         """NOT_SERVING first (so balancers move away), then let in-flight calls finish."""
         self.state.draining = True
+        self.metrics.ready.set(0)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(self.config.grace_seconds)
         if self.state.repository is not None:

@@ -38,6 +38,7 @@ class ServerMetrics:
     predictions: Counter
     model_info: Gauge
     model_reloads: Counter
+    ready: Gauge
 
     @classmethod
     def create(cls) -> "ServerMetrics":
@@ -92,6 +93,10 @@ class ServerMetrics:
                 "rnn_sentiment_model_info", "Served models (value 1), with version, hash and device.",
                 ("model", "version", "sha256", "device", "default"), registry=registry,
                 multiprocess_mode="livemax",
+            ),
+            ready=Gauge(
+                "rnn_sentiment_ready", "1 while this server (or each worker, summed) is SERVING.",
+                registry=registry, multiprocess_mode="livesum",
             ),
             model_reloads=Counter(
                 "rnn_sentiment_model_reload", "Hot-reload attempts, by result (success, unchanged, failure).",

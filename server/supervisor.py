@@ -109,7 +109,9 @@ async def supervise(config: ServerConfig) -> int:
         codes = await asyncio.gather(*(asyncio.to_thread(p.wait) for p in workers.values()))
         shutil.rmtree(multiproc_dir, ignore_errors=True)
     log.info("stopped", extra={"fields": {"worker_exit_codes": ",".join(map(str, codes))}})
-    return exit_code or (0 if all(c == 0 for c in codes) else 1)
+    # A worker still importing when SIGTERM came dies of it (-15) with nothing in flight: clean.
+    clean = all(c in (0, -signal.SIGTERM) for c in codes)
+    return exit_code or (0 if clean else 1)
 
 
 def _mark_dead(pid: int, multiproc_dir: str) -> None:

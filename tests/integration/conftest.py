@@ -11,7 +11,7 @@ from tests.support import ServerProcess
 @pytest.fixture(scope="session")
 def server() -> Iterator[ServerProcess]:
     """One real server on a loopback port serving the shipped models, for the whole session."""
-    process = ServerProcess(extra_args=["--max-texts-per-request", "8", "--max-text-chars", "200"])
+    process = ServerProcess(extra_args=["--max-texts-per-request", "8", "--max-text-chars", "1000"])
     process.start()
     yield process
     assert process.stop() == 0, process.log()

@@ -6,7 +6,7 @@ import pytest
 
 from rnn_sentiment.client import SentimentClient, SentimentError
 
-# The session server runs with --max-texts-per-request 8 --max-text-chars 200.
+# The session server runs with --max-texts-per-request 8 --max-text-chars 1000.
 
 
 def _error(call) -> SentimentError:  # type: ignore[no-untyped-def]
@@ -35,10 +35,10 @@ def test_too_many_texts_names_the_limit(client: SentimentClient) -> None:
 
 
 def test_too_long_text_names_the_limit(client: SentimentClient) -> None:
-    error = _error(lambda: client.predict(["good", "x" * 201]))
+    error = _error(lambda: client.predict(["good", "x" * 1001]))
     assert error.code == "INVALID_ARGUMENT"
-    assert "201 characters" in error.field_violations["texts[1]"]
-    assert "limit is 200" in error.field_violations["texts[1]"]
+    assert "1001 characters" in error.field_violations["texts[1]"]
+    assert "limit is 1000" in error.field_violations["texts[1]"]
 
 
 def test_trace_validates_its_text(client: SentimentClient) -> None:
@@ -59,6 +59,6 @@ def test_unknown_model_is_not_found_and_lists_the_served_ones(client: SentimentC
 
 def test_server_keeps_serving_after_bad_requests(client: SentimentClient) -> None:
     for _ in range(3):
-        _error(lambda: client.predict(["", "x" * 500]))
+        _error(lambda: client.predict(["", "x" * 5000]))
     assert client.predict("a warm and funny film").predictions[0].label == "positive"
     assert client.health() == "SERVING"

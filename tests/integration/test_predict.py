@@ -56,7 +56,8 @@ def test_trace_steps_carry_hidden_state_and_deltas(client: SentimentClient) -> N
     info = client.model_info()
     trace = client.trace(POSITIVE)
     width = info.architecture.hidden_size * (2 if info.architecture.bidirectional else 1)
-    previous = 0.5
+    # The first step is measured from the answer before any token (the baseline).
+    previous = trace.baseline_probabilities[trace.labels.index("positive")]
     for step in trace.steps:
         assert len(step.hidden_state) == width
         assert step.hidden_state_norm == pytest.approx(math.sqrt(sum(x * x for x in step.hidden_state)), rel=1e-4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -13,20 +14,30 @@ from tests.support import ServerProcess
 CALLS = 40
 
 
-def handled_ok(metrics_url: str) -> float:
+def metric_sum(metrics_url: str, name: str, **labels: str) -> float:
     with urllib.request.urlopen(metrics_url, timeout=10) as response:
         text = response.read().decode()
     return sum(
         s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name == "grpc_server_handled_total" and s.labels.get("grpc_method") == "Predict" and s.labels.get("grpc_code") == "OK"
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def wait_for_ready_workers(server: ServerProcess, count: int, timeout: float = 120.0) -> None:
+    # Health answers SERVING as soon as one worker has bound the shared port; the others may
+    # still be loading. Each worker adds 1 to rnn_sentiment_ready once it serves.
+    deadline = time.monotonic() + timeout
+    while metric_sum(server.metrics_url, "rnn_sentiment_ready") < count:
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
 
 
 def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
     server = ServerProcess(extra_args=["--workers", "2", "--log-format", "json", "--log-level", "DEBUG"]).start()
     try:
+        wait_for_ready_workers(server, 2)
         for _ in range(CALLS):  # a fresh connection per call, so the kernel spreads them
             with SentimentClient(server.target, timeout=30) as client:
                 assert client.predict("a warm , funny film").predictions[0].label == "positive"
@@ -36,6 +47,9 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
         assert len(serving_pids) == 2
         assert answering_pids == serving_pids, "both workers should have answered"
         assert all(r.get("torch_threads") == 1 for r in records if r["message"] == "serving")
-        assert handled_ok(server.metrics_url) == CALLS  # the sum over both workers
-    finally:
-        assert server.stop() == 0, server.log()
+        predict_ok = {"grpc_method": "Predict", "grpc_code": "OK"}
+        assert metric_sum(server.metrics_url, "grpc_server_handled_total", **predict_ok) == CALLS  # both workers
+    except BaseException:
+        server.stop()
+        raise
+    assert server.stop() == 0, server.log()
