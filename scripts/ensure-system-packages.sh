@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
-# Install the Debian packages the system tests use (promtool from `prometheus`), when missing.
+# Install the Debian packages the tests use (promtool from `prometheus`, nginx, chromium, Docker), when missing.
 # Needs root and apt-get; elsewhere it says what is missing and the tests that need it skip.
 set -euo pipefail
 
-declare -A COMMAND_PACKAGE=( [promtool]=prometheus [nginx]=nginx )
+# chromium: the trace HTML screenshot test (tests/integration/test_trace_browser.py).
+# dockerd, docker-compose, debootstrap: the docker-compose stack test (tests/system/test_docker_stack.py).
+declare -A COMMAND_PACKAGE=(
+    [promtool]=prometheus [prometheus]=prometheus [nginx]=nginx [chromium]=chromium
+    [dockerd]=docker.io [docker-compose]=docker-compose [debootstrap]=debootstrap
+)
 missing=()
 for command in "${!COMMAND_PACKAGE[@]}"; do
     command -v "$command" >/dev/null 2>&1 || missing+=("${COMMAND_PACKAGE[$command]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)  # promtool and prometheus: one package
 
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
     echo "note: not installing ${missing[*]} (needs root and apt-get); tests that need them will skip" >&2
