@@ -11,13 +11,15 @@ ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
 DATA ?= ../shared/data/sst2
 
-.PHONY: help install proto proto-baseline serve system-packages test test-fast test-system bench clean
+.PHONY: help install proto proto-baseline serve system-packages test test-fast test-system bench bench-peers bench-trace clean
 
 help:
 	@echo "make serve   - install into $(VENV) and serve the shipped model on $(ADDRESS) (metrics on $(METRICS_ADDRESS))"
 	@echo "make test    - install the dev extras and run the whole suite (unit, integration, system)"
 	@echo "make proto   - regenerate the Python stubs from proto/rnn_sentiment/v1/sentiment.proto"
-	@echo "make bench   - run the benchmarks (not part of make test)"
+	@echo "make bench   - benchmark the server against its ceilings, ~8 min (BENCH_ARGS=--quick: a ~1.5 min smoke)"
+	@echo "make bench-peers - the same load on TorchServe and MLServer side by side, ~8 min (installed in bench/.peers-venv)"
+	@echo "make bench-trace - trace attributions' faithfulness (SST-2 dev), trace cost vs Predict, memory profiles"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -57,8 +59,23 @@ test-fast: $(VENV)/.installed-dev
 test-system: $(VENV)/.installed-dev
 	$(PY) -m pytest -q -rs -m slow
 
-bench: $(VENV)/.installed-dev
-	$(PY) -m bench.run
+# Benchmarks are never part of `make test`. BENCH_ARGS passes options, e.g.
+# BENCH_ARGS="--quick --model-dir /tmp/benchmodels". Results land in bench/results/.
+BENCH_ARGS ?=
+
+bench: $(VENV)/.installed-server
+	bench/install-h2load.sh
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-peers: $(VENV)/.installed-server
+	bench/install-h2load.sh
+	bench/peers/setup.sh
+	$(PY) -m bench.peers.run --skip-setup $(BENCH_ARGS)
+
+# Trace: attribution faithfulness on SST-2 dev, trace cost vs Predict, memory profiles.
+# BENCH_ARGS="--quick --model-dir DIR"; add "--pictures docs/images" to redraw docs/trace.md's pictures.
+bench-trace: $(VENV)/.installed-dev
+	$(PY) -m bench.trace_run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

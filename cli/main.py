@@ -52,11 +52,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
-    from rnn_sentiment.client.render import trace_json, trace_table
+    import os
 
+    from rnn_sentiment.client.render import trace_json, traces_table
+
+    attributions = [] if args.attributions.strip() in ("", "none") else args.attributions.split(",")
+    pictures = args.format in ("png", "html")
+    if args.format == "png" and not args.output and sys.stdout.isatty():
+        print("error: --format png writes binary: give --output FILE.png (or redirect stdout)", file=sys.stderr)
+        return 2
+    try:
+        from rnn_sentiment.client.requests import attribution_enums
+
+        attribution_enums(attributions)
+    except ValueError as error:
+        print(f"error: --attributions: {error}", file=sys.stderr)
+        return 2
+    models = [args.model] + ([args.compare] if args.compare else [])
     with _client(args) as client:
-        trace = client.trace(args.text, model=args.model, include_hidden_states=args.format == "json")
-    print(trace_json(trace) if args.format == "json" else trace_table(trace))
+        traces = [
+            client.trace(
+                args.text, model=model, include_hidden_states=args.format == "json" or pictures,
+                attributions=attributions, integrated_gradients_steps=args.ig_steps,
+                all_layers=args.all_layers, top_k_units=args.top_k_units,
+                include_memory_profile=not args.no_memory,
+            )
+            for model in models
+        ]
+    if args.format == "png":
+        try:
+            from rnn_sentiment.client.render_png import trace_png
+
+            output: str | bytes = trace_png(traces)
+        except ImportError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+    elif args.format == "html":
+        from rnn_sentiment.client.render_html import trace_html
+
+        output = trace_html(traces)
+    elif args.format == "json":
+        output = trace_json(traces[0] if len(traces) == 1 else traces) + "\n"
+    else:
+        color = args.color == "always" or (
+            args.color == "auto" and not args.output and sys.stdout.isatty() and "NO_COLOR" not in os.environ)
+        output = traces_table(traces, color=color) + "\n"
+    if args.output:
+        mode = "wb" if isinstance(output, bytes) else "w"
+        with open(args.output, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as handle:
+            handle.write(output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    elif isinstance(output, bytes):
+        sys.stdout.buffer.write(output)
+    else:
+        sys.stdout.write(output)
     return 0
 
 
@@ -150,7 +199,20 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     trace = commands.add_parser("trace", help="show, word by word, what the network did with a text")
     _add_target(trace)
     trace.add_argument("text", help="the text to trace")
-    trace.add_argument("--format", choices=("table", "json"), default="table")
+    trace.add_argument("--format", choices=("table", "json", "png", "html"), default="table",
+                       help="table (terminal), json, png (needs the `render` extra) or html (self-contained)")
+    trace.add_argument("--output", default="", help="write to this file instead of stdout")
+    trace.add_argument("--compare", default="", metavar="MODEL2",
+                       help="also trace the text with MODEL2 and show both side by side")
+    trace.add_argument("--attributions", default="prefix,gradient_x_input,integrated_gradients,occlusion",
+                       help="comma-separated methods, or none (default: all four)")
+    trace.add_argument("--ig-steps", type=int, default=0, help="integrated-gradients steps (default: server's, 32)")
+    trace.add_argument("--all-layers", action="store_true", help="gates and norms of every layer, not just the top")
+    trace.add_argument("--top-k-units", type=int, default=0,
+                       help="keep only the k most active hidden units in hidden states (0: all)")
+    trace.add_argument("--no-memory", action="store_true", help="skip the memory profile (one backward pass per unit)")
+    trace.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour the table (auto: when stdout is a terminal and NO_COLOR is unset)")
     trace.set_defaults(action=cmd_trace, client_command=True)
 
     info = commands.add_parser("info", help="describe the served model(s)")

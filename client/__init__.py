@@ -8,12 +8,18 @@
 
 from .aio import AsyncSentimentClient
 from .errors import SentimentError
-from .results import Architecture, ModelInfo, Prediction, PredictResult, TraceResult, TraceStep
+from .results import (
+    Architecture, Attribution, CellStep, MemoryProfile, ModelInfo, Prediction, PredictResult, TraceResult,
+    TraceStep,
+)
 from .sync import SentimentClient
 
 __all__ = [
     "Architecture",
     "AsyncSentimentClient",
+    "Attribution",
+    "CellStep",
+    "MemoryProfile",
     "ModelInfo",
     "Prediction",
     "PredictResult",

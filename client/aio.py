@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import grpc
 from grpc import aio
@@ -12,7 +12,7 @@ from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
 from .errors import SentimentError
-from .requests import as_texts
+from .requests import as_texts, trace_request
 from .results import ModelInfo, PredictResult, TraceResult
 from .sync import DEFAULT_TIMEOUT
 
@@ -32,12 +32,17 @@ class AsyncSentimentClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         """Open a channel to `target`; must be created inside a running event loop's thread."""
         self.target = target
         self.timeout = timeout
         self._metadata = tuple(metadata)
-        self._channel = aio.secure_channel(target, credentials) if credentials else aio.insecure_channel(target)
+        self._channel = (
+            aio.secure_channel(target, credentials, options=options)
+            if credentials
+            else aio.insecure_channel(target, options=options)
+        )
         self._stub = pb_grpc.SentimentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -46,9 +51,32 @@ class AsyncSentimentClient:
         request = pb.PredictRequest(texts=as_texts(texts), model=model)
         return PredictResult.from_message(await self._call(self._stub.Predict, request))
 
-    async def trace(self, text: str, *, model: str = "", include_hidden_states: bool = True) -> TraceResult:
-        """Trace one text word by word."""
-        request = pb.TraceRequest(text=text, model=model, include_hidden_states=include_hidden_states)
+    async def trace(
+        self,
+        text: str,
+        *,
+        model: str = "",
+        include_hidden_states: bool = True,
+        attributions: Sequence[str] = (),
+        integrated_gradients_steps: int = 0,
+        all_layers: bool = False,
+        top_k_units: int = 0,
+        include_memory_profile: bool = False,
+    ) -> TraceResult:
+        """Trace one text word by word: per token the hidden state, the prefix sentiment and its
+        change, each cell's gates; optionally attributions and the memory profile.
+
+        attributions: any of "prefix", "gradient_x_input", "integrated_gradients", "occlusion"
+        (scores signed toward the predicted label). integrated_gradients_steps: 0 = the server's
+        default (32). all_layers: cells of every layer, not only the top. top_k_units: keep only the
+        k most active hidden units (see TraceResult.hidden_units). include_memory_profile: how much of
+        each token survives to the end (TraceStep.memory, TraceResult.memory_profile).
+        """
+        request = trace_request(
+            text, model=model, include_hidden_states=include_hidden_states, attributions=attributions,
+            integrated_gradients_steps=integrated_gradients_steps, all_layers=all_layers,
+            top_k_units=top_k_units, include_memory_profile=include_memory_profile,
+        )
         return TraceResult.from_message(await self._call(self._stub.Trace, request))
 
     async def model_info(self, model: str = "") -> ModelInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
@@ -52,6 +53,45 @@ class PredictResult:
 
 
 @dataclass(frozen=True)
+class CellStep:
+    """One recurrent layer and direction at one token: its state, its change, and its gates.
+
+    Gate fields are means over the layer's units, set only for the cell that has them (GRU:
+    update, reset; LSTM: input, forget, output, cell_state_norm); others are None.
+    """
+
+    layer: int
+    direction: str  # "forward" or "backward"
+    hidden_state_norm: float
+    hidden_change_norm: float
+    update_gate: float | None = None
+    reset_gate: float | None = None
+    input_gate: float | None = None
+    forget_gate: float | None = None
+    output_gate: float | None = None
+    cell_state_norm: float | None = None
+    memory: float | None = None
+
+    @classmethod
+    def from_message(cls, message: pb.CellStep) -> "CellStep":
+        return cls(
+            layer=message.layer,
+            direction=pb.Direction.Name(message.direction).removeprefix("DIRECTION_").lower(),
+            hidden_state_norm=message.hidden_state_norm,
+            hidden_change_norm=message.hidden_change_norm,
+            **{name: _optional(message, name) for name in _OPTIONAL_CELL_FIELDS},
+        )
+
+
+_OPTIONAL_CELL_FIELDS = ("update_gate", "reset_gate", "input_gate", "forget_gate", "output_gate",
+                         "cell_state_norm", "memory")
+
+
+def _optional(message, name: str) -> float | None:  # type: ignore[no-untyped-def]
+    return getattr(message, name) if message.HasField(name) else None
+
+
+@dataclass(frozen=True)
 class TraceStep:
     """What the network held after reading one token."""
 
@@ -61,6 +101,10 @@ class TraceStep:
     hidden_state_norm: float
     probabilities: tuple[float, ...]
     positive_delta: float
+    hidden_change_norm: float = 0.0
+    attention_weight: float | None = None  # attention-pooling models only
+    memory: float | None = None  # ‖∂h_T/∂x_t‖ when the memory profile was asked for
+    cells: tuple[CellStep, ...] = ()  # top layer's directions, or every layer's
 
     @classmethod
     def from_message(cls, message: pb.TraceStep) -> "TraceStep":
@@ -71,18 +115,78 @@ class TraceStep:
             hidden_state_norm=message.hidden_state_norm,
             probabilities=tuple(message.probabilities),
             positive_delta=message.positive_delta,
+            hidden_change_norm=message.hidden_change_norm,
+            attention_weight=_optional(message, "attention_weight"),
+            memory=_optional(message, "memory"),
+            cells=tuple(CellStep.from_message(c) for c in message.cells),
         )
 
 
 @dataclass(frozen=True)
+class Attribution:
+    """One method's per-token scores, signed toward `target_label` (the predicted label).
+
+    `method` is "prefix", "gradient_x_input", "integrated_gradients" or "occlusion". For
+    integrated gradients, `completeness_gap` / |`logit_difference`| is the relative error.
+    """
+
+    method: str
+    scores: tuple[float, ...]
+    target_label: str
+    steps: int = 0
+    logit_difference: float | None = None
+    completeness_gap: float | None = None
+
+    @classmethod
+    def from_message(cls, message: pb.Attribution) -> "Attribution":
+        return cls(
+            method=pb.AttributionMethod.Name(message.method).removeprefix("ATTRIBUTION_METHOD_").lower(),
+            scores=tuple(message.scores),
+            target_label=message.target_label,
+            steps=message.steps,
+            logit_difference=_optional(message, "logit_difference"),
+            completeness_gap=_optional(message, "completeness_gap"),
+        )
+
+
+@dataclass(frozen=True)
+class MemoryProfile:
+    """How much of each token survives to the end, summarised: recency share and decay per token."""
+
+    recency: float
+    decay_per_token: float
+    last_tokens: int
+
+    @property
+    def half_life_tokens(self) -> float:
+        """Tokens of distance after which a word's influence halves (inf when it does not decay)."""
+        if not 0.0 < self.decay_per_token < 1.0:
+            return math.inf
+        return math.log(0.5) / math.log(self.decay_per_token)
+
+    @classmethod
+    def from_message(cls, message: pb.MemoryProfile) -> "MemoryProfile":
+        return cls(recency=message.recency, decay_per_token=message.decay_per_token,
+                   last_tokens=message.last_tokens)
+
+
+@dataclass(frozen=True)
 class TraceResult:
-    """A text's prediction and one step per token, with the label order of every probability."""
+    """A text's prediction and one step per token, with the label order of every probability.
+
+    `hidden_units` names the units kept in every step's hidden_state when the trace asked for
+    the top-k units (empty: every unit, in order).
+    """
 
     prediction: Prediction
     steps: tuple[TraceStep, ...]
     labels: tuple[str, ...]
     model: str
     model_version: str
+    attributions: tuple[Attribution, ...] = ()
+    memory_profile: MemoryProfile | None = None
+    hidden_units: tuple[int, ...] = ()
+    baseline_probabilities: tuple[float, ...] = ()
 
     @classmethod
     def from_message(cls, message: pb.TraceResponse) -> "TraceResult":
@@ -92,11 +196,20 @@ class TraceResult:
             labels=tuple(message.labels),
             model=message.model,
             model_version=message.model_version,
+            attributions=tuple(Attribution.from_message(a) for a in message.attributions),
+            memory_profile=(MemoryProfile.from_message(message.memory_profile)
+                            if message.HasField("memory_profile") else None),
+            hidden_units=tuple(message.hidden_units),
+            baseline_probabilities=tuple(message.baseline_probabilities),
         )
 
     def positive_probability(self, step: TraceStep) -> float:
         """The probability of the "positive" label at `step` (the prefix sentiment)."""
         return step.probabilities[self.labels.index("positive")]
+
+    def attribution(self, method: str) -> Attribution | None:
+        """The scores of one method ("integrated_gradients", ...), or None if not asked for."""
+        return next((a for a in self.attributions if a.method == method), None)
 
 
 @dataclass(frozen=True)

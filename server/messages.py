@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from rnn_sentiment.model.inference import PredictionResult
-from rnn_sentiment.model.trace import TraceResult
+from rnn_sentiment.model.trace import Attribution, CellStep, TraceResult
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
 from .repository import ServedModel
+from .trace_options import ATTRIBUTION_ENUMS
 
 _CELL_TYPES = {"rnn": pb.CELL_TYPE_RNN, "gru": pb.CELL_TYPE_GRU, "lstm": pb.CELL_TYPE_LSTM}
+_DIRECTIONS = {"forward": pb.DIRECTION_FORWARD, "backward": pb.DIRECTION_BACKWARD}
 _POOLINGS = {
     "last": pb.POOLING_LAST,
     "mean": pb.POOLING_MEAN,
@@ -29,25 +31,76 @@ def prediction_message(result: PredictionResult) -> pb.Prediction:
 
 
 def trace_message(
-    served: ServedModel, result: TraceResult, include_hidden_states: bool
+    served: ServedModel, result: TraceResult, include_hidden_states: bool, top_k_units: int = 0
 ) -> pb.TraceResponse:
+    units = _top_units(result, top_k_units) if include_hidden_states else None
     steps = [
         pb.TraceStep(
             token=step.token,
             in_vocabulary=step.known,
-            hidden_state=step.hidden if include_hidden_states else (),
+            hidden_state=_hidden(step.hidden, units) if include_hidden_states else (),
             hidden_state_norm=step.hidden_norm,
             probabilities=step.probabilities,
             positive_delta=step.delta_positive,
+            hidden_change_norm=step.change_norm,
+            attention_weight=step.attention,
+            memory=step.memory,
+            cells=[_cell_message(cell) for cell in step.cells],
         )
         for step in result.steps
     ]
+    memory = result.memory
     return pb.TraceResponse(
         prediction=prediction_message(result.prediction),
         steps=steps,
         model=served.loaded.name,
         model_version=served.loaded.version,
         labels=served.loaded.config.labels,
+        attributions=[_attribution_message(a) for a in result.attributions],
+        memory_profile=pb.MemoryProfile(recency=memory.recency, decay_per_token=memory.decay_per_token,
+                                        last_tokens=memory.last_tokens) if memory is not None else None,
+        hidden_units=units or (),
+        baseline_probabilities=result.baseline,
+    )
+
+
+def _top_units(result: TraceResult, k: int) -> list[int] | None:
+    """The k units with the largest mean |activation| over the text, in index order; None = all."""
+    size = len(result.steps[0].hidden)
+    if k <= 0 or k >= size:
+        return None
+    activity = [sum(abs(step.hidden[u]) for step in result.steps) for u in range(size)]
+    return sorted(sorted(range(size), key=lambda u: -activity[u])[:k])
+
+
+def _hidden(hidden: list[float], units: list[int] | None) -> list[float]:
+    return hidden if units is None else [hidden[u] for u in units]
+
+
+def _cell_message(cell: CellStep) -> pb.CellStep:
+    return pb.CellStep(
+        layer=cell.layer,
+        direction=_DIRECTIONS[cell.direction],
+        hidden_state_norm=cell.hidden_norm,
+        hidden_change_norm=cell.change_norm,
+        update_gate=cell.gates.get("update"),
+        reset_gate=cell.gates.get("reset"),
+        input_gate=cell.gates.get("input"),
+        forget_gate=cell.gates.get("forget"),
+        output_gate=cell.gates.get("output"),
+        cell_state_norm=cell.cell_norm,
+        memory=cell.memory,
+    )
+
+
+def _attribution_message(attribution: Attribution) -> pb.Attribution:
+    return pb.Attribution(
+        method=ATTRIBUTION_ENUMS[attribution.method],
+        scores=attribution.scores,
+        target_label=attribution.target_label,
+        steps=attribution.steps,
+        logit_difference=attribution.logit_difference,
+        completeness_gap=attribution.completeness_gap,
     )
 
 

@@ -17,6 +17,7 @@ from .errors import ServiceError, unavailable
 from .messages import model_info_message, prediction_message, trace_message
 from .metrics import ServerMetrics
 from .repository import ModelRepository, ServedModel
+from .trace_options import trace_options_from
 from .validation import RequestLimits, check_text, check_texts, tokens_violation
 
 log = logging.getLogger(__name__)
@@ -62,10 +63,11 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         async def handle() -> pb.TraceResponse:
             served = self._repository.resolve(request.model)
             check_text(request.text, self._limits)
+            options = trace_options_from(request)
             (encoded,) = self._encode(served, [request.text], field_prefix=None)
-            result = await served.run_exclusive("trace", lambda: trace_text(served.loaded, encoded))
+            result = await served.run_exclusive("trace", lambda: trace_text(served.loaded, encoded, options))
             self._count(served, [encoded], [result.prediction.label])
-            return trace_message(served, result, request.include_hidden_states)
+            return trace_message(served, result, request.include_hidden_states, request.top_k_units)
 
         return await self._guard(context, handle)
 
