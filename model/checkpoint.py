@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors_bytes
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors_bytes
 
 from .config import ModelConfig, TrainingRecord
 from .network import SentimentRNN
@@ -73,7 +73,9 @@ def save_checkpoint(directory: str | Path, network: SentimentRNN, vocab: Vocabul
     dtype = _WEIGHT_DTYPES[weights_dtype]
     tensors = {key: value.detach().to("cpu", dtype).contiguous()
                for key, value in network.state_dict().items()}
-    save_file(tensors, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+    # Bytes, then an ordinary write: save_file() creates the file mode 0600, which a server
+    # running as another user (a container) could not read.
+    (directory / WEIGHTS_FILE).write_bytes(save_safetensors_bytes(tensors, metadata={"format": "pt"}))
     document: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "name": name,
