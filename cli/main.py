@@ -173,7 +173,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from rnn_sentiment.model.training import train, train_config_from_args
 
-    record = train(train_config_from_args(args))
+    record = train(train_config_from_args(args), progress=not args.quiet)
     print(json.dumps(asdict(record), indent=2))
     return 0
 

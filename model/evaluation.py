@@ -15,7 +15,19 @@ from .data import Example, read_sst_tsv
 from .inference import encode_tokens, predict_encoded
 from .metrics import classification_metrics, expected_calibration_error
 
-__all__ = ["EvaluationReport", "evaluate", "format_report", "add_eval_arguments", "run_eval_from_args"]
+__all__ = ["EvaluationReport", "SubsetAccuracy", "evaluate", "score_predictions", "format_report", "add_eval_arguments", "run_eval_from_args"]
+
+
+# Sentence-length buckets (tokens) for the accuracy breakdown: recurrent nets lose more on long ones.
+LENGTH_BUCKETS = ((1, 10), (11, 20), (21, 30), (31, 10_000))
+NEGATIONS = frozenset({"not", "n't", "no", "never"})
+
+
+@dataclass(frozen=True)
+class SubsetAccuracy:
+    name: str
+    count: int
+    accuracy: float
 
 
 @dataclass(frozen=True)
@@ -26,30 +38,48 @@ class EvaluationReport:
     count: int
     ece: float  # expected calibration error, 10 bins
     labels: tuple[str, ...]
+    subsets: tuple[SubsetAccuracy, ...] = ()  # by length bucket, and sentences with a negation
 
     def to_dict(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1,
                 "confusion": [list(row) for row in self.confusion], "count": self.count,
-                "ece": self.ece, "labels": list(self.labels)}
+                "ece": self.ece, "labels": list(self.labels),
+                "subsets": [{"name": s.name, "count": s.count, "accuracy": s.accuracy} for s in self.subsets]}
+
+
+def score_predictions(labels: Sequence[str], examples: Sequence[Example], predicted_labels: Sequence[str],
+                      confidences: Sequence[float]) -> EvaluationReport:
+    """The report for predictions made anywhere (in-process or by a server over gRPC)."""
+    gold = [e.label for e in examples]
+    predicted = [list(labels).index(label) for label in predicted_labels]
+    correct = [g == p for g, p in zip(gold, predicted)]
+    metrics = classification_metrics(gold, predicted, len(labels))
+    ece = expected_calibration_error(confidences, correct)
+    return EvaluationReport(accuracy=metrics.accuracy, macro_f1=metrics.macro_f1,
+                            confusion=metrics.confusion, count=metrics.count, ece=ece,
+                            labels=tuple(labels), subsets=_subsets(examples, correct))
+
+
+def _subsets(examples: Sequence[Example], correct: Sequence[bool]) -> tuple[SubsetAccuracy, ...]:
+    groups: list[tuple[str, list[bool]]] = []
+    for low, high in LENGTH_BUCKETS:
+        name = f"{low}-{high} tokens" if high < 10_000 else f"{low}+ tokens"
+        groups.append((name, [c for e, c in zip(examples, correct) if low <= len(e.tokens) <= high]))
+    groups.append(("with a negation", [c for e, c in zip(examples, correct) if NEGATIONS & set(e.tokens)]))
+    return tuple(SubsetAccuracy(name, len(hits), sum(hits) / len(hits) if hits else 0.0) for name, hits in groups)
 
 
 def evaluate(loaded: LoadedModel, examples: Sequence[Example], batch_size: int = 256) -> EvaluationReport:
     """Predict every example (truncated to the model's max_tokens) and score the predictions."""
-    labels = loaded.config.labels
-    gold: list[int] = []
-    predicted: list[int] = []
+    predicted: list[str] = []
     confidences: list[float] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         encoded = [encode_tokens(e.tokens, loaded.vocab, loaded.config.max_tokens) for e in chunk]
-        for example, result in zip(chunk, predict_encoded(loaded, encoded)):
-            gold.append(example.label)
-            predicted.append(labels.index(result.label))
+        for result in predict_encoded(loaded, encoded):
+            predicted.append(result.label)
             confidences.append(result.score)
-    metrics = classification_metrics(gold, predicted, len(labels))
-    ece = expected_calibration_error(confidences, [g == p for g, p in zip(gold, predicted)])
-    return EvaluationReport(accuracy=metrics.accuracy, macro_f1=metrics.macro_f1,
-                            confusion=metrics.confusion, count=metrics.count, ece=ece, labels=labels)
+    return score_predictions(loaded.config.labels, examples, predicted, confidences)
 
 
 def format_report(report: EvaluationReport) -> str:
@@ -65,12 +95,20 @@ def format_report(report: EvaluationReport) -> str:
     ]
     for label, row in zip(report.labels, report.confusion):
         lines.append(label.ljust(width + 6) + "".join(str(n).rjust(width) for n in row))
+    if report.subsets:
+        lines += ["", "accuracy by subset"]
+        lines += [f"  {s.name:<18} {s.accuracy:.4f}  ({s.count} sentences)" for s in report.subsets]
     return "\n".join(lines)
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for `rnn-sentiment eval`."""
-    parser.add_argument("--checkpoint", required=True, help="checkpoint directory")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="evaluate this checkpoint directory in-process")
+    source.add_argument("--target", help="evaluate a running server (host:port) over gRPC instead")
+    parser.add_argument("--model", default="", help="with --target: the model name (default: the server's default)")
+    parser.add_argument("--texts-per-call", type=int, default=32,
+                        help="with --target: texts per Predict call, at most the server's limit (default: %(default)s)")
     parser.add_argument("--data", default="../shared/data/sst2",
                         help="a TSV file, or a directory holding SPLIT.tsv (default: %(default)s)")
     parser.add_argument("--split", default="dev", help="file name in --data without .tsv (default: %(default)s)")
@@ -81,6 +119,11 @@ def run_eval_from_args(args: argparse.Namespace) -> int:
     """Run `rnn-sentiment eval`; return the process exit code (2 for a bad checkpoint or path)."""
     data = Path(args.data)
     path = data / f"{args.split}.tsv" if data.is_dir() else data
+    if args.target:
+        # Imported here: the model layer itself never depends on the client.
+        from rnn_sentiment.cli.remote_eval import run_remote_eval
+
+        return run_remote_eval(args.target, args.model, path, args.json, args.texts_per_call)
     try:
         loaded = load_checkpoint(args.checkpoint)
         examples = read_sst_tsv(path)

@@ -103,7 +103,7 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
     data_dir = Path(config.data_dir)
     for split in ("train.tsv", "dev.tsv"):
         if not (data_dir / split).is_file():
-            raise FileNotFoundError(f"{data_dir / split} not found; pass --data-dir DIR holding SST-2 "
+            raise FileNotFoundError(f"{data_dir / split} not found; pass --data DIR holding SST-2 "
                                     f"train.tsv and dev.tsv")
     train_examples = read_sst_tsv(data_dir / "train.tsv")
     dev_examples = read_sst_tsv(data_dir / "dev.tsv")
@@ -235,7 +235,7 @@ def fit_temperature(logits: Tensor, labels: Tensor) -> float:
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags for `rnn-sentiment train`; defaults come from TrainConfig."""
     d = TrainConfig()
-    parser.add_argument("--data-dir", default=d.data_dir, help="directory with SST-2 train.tsv and dev.tsv (default: %(default)s)")
+    parser.add_argument("--data", "--data-dir", dest="data_dir", default=d.data_dir, help="directory with SST-2 train.tsv and dev.tsv (default: %(default)s)")
     parser.add_argument("--output", default=d.output_dir, help="checkpoint directory to write (default: %(default)s)")
     parser.add_argument("--name", default=d.name, help="model name stored in the checkpoint (default: %(default)s)")
     parser.add_argument("--version", dest="model_version", default=d.version, help="model version (default: %(default)s)")
