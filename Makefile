@@ -11,7 +11,7 @@ ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
 DATA ?= ../shared/data/sst2
 
-.PHONY: help install proto proto-baseline serve system-packages test test-fast test-system bench bench-peers bench-trace clean
+.PHONY: results help install proto proto-baseline serve system-packages test test-fast test-system bench bench-peers bench-trace clean
 
 help:
 	@echo "make serve   - install into $(VENV) and serve the shipped model on $(ADDRESS) (metrics on $(METRICS_ADDRESS))"
@@ -76,6 +76,10 @@ bench-peers: $(VENV)/.installed-server
 # BENCH_ARGS="--quick --model-dir DIR"; add "--pictures docs/images" to redraw docs/trace.md's pictures.
 bench-trace: $(VENV)/.installed-dev
 	$(PY) -m bench.trace_run $(BENCH_ARGS)
+
+# The README's model table, re-measured from the shipped checkpoints on SST-2 dev.
+results: $(VENV)/.installed-dev
+	$(PY) -m bench.model_results --data $(DATA)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
