@@ -1,7 +1,8 @@
 """A server interceptor for every unary call: standard gRPC metrics, request ids, an access log.
 
-The request id comes from the caller's `x-request-id` metadata (or is made up), is echoed back
-in the response's initial metadata, and is attached to every log line of the call.
+The request id comes from the caller's `x-request-id` metadata and is echoed back in the
+response's initial metadata; without one the server makes one up for its own logs. Either way
+it is attached to every log line of the call.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ access_log = logging.getLogger("rnn_sentiment.server.access")
 
 
 def request_id_of(context: aio.ServicerContext) -> str:
-    """The caller's x-request-id (trimmed to a sane length), or a fresh one."""
+    """The caller's x-request-id (trimmed to a sane length), or "" when it sent none."""
     for key, value in context.invocation_metadata() or ():
         if key == REQUEST_ID_KEY and isinstance(value, str) and value:
             return value[:MAX_REQUEST_ID_LENGTH]
-    return uuid.uuid4().hex
+    return ""
 
 
 class RequestIdFilter(logging.Filter):
@@ -60,31 +61,48 @@ def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
 
 
 class MetricsInterceptor(aio.ServerInterceptor):
-    """Counts started/handled RPCs and times them; streaming handlers are passed through."""
+    """Counts started/handled RPCs and times them; streaming handlers are passed through.
+
+    The wrapped handler and its labelled metric children are built once per method, not per
+    call: this sits on every request's path.
+    """
 
     def __init__(self, metrics: ServerMetrics) -> None:
         self._metrics = metrics
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
+        wrapped = self._wrapped.get(handler_call_details.method)
+        if wrapped is not None:
+            return wrapped
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        service, method = _split_method(handler_call_details.method)
+        wrapped = self._wrap(handler, handler_call_details.method)
+        self._wrapped[handler_call_details.method] = wrapped
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        service, method = _split_method(full_method)
         labels = (_grpc_type(handler), service, method)
         behavior = handler.unary_unary
-        metrics = self._metrics
+        started = self._metrics.rpc_started.labels(*labels)
+        handling_seconds = self._metrics.rpc_handling_seconds.labels(*labels)
+        handled: dict[grpc.StatusCode, Any] = {}  # code -> counter child, made on first use
 
         async def observed(request: Any, context: aio.ServicerContext) -> Any:
-            metrics.rpc_started.labels(*labels).inc()
+            started.inc()
             start = time.perf_counter()
             code = grpc.StatusCode.OK
-            request_id = request_id_of(context)
-            current_request_id.set(request_id)  # each call runs in its own task and context
-            await context.send_initial_metadata(((REQUEST_ID_KEY, request_id),))
+            caller_request_id = request_id_of(context)
+            # Each call runs in its own task and context, so the id cannot leak between calls.
+            current_request_id.set(caller_request_id or uuid.uuid4().hex)
+            if caller_request_id:
+                await context.send_initial_metadata(((REQUEST_ID_KEY, caller_request_id),))
             try:
                 return await behavior(request, context)
             except asyncio.CancelledError:
@@ -98,8 +116,10 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 raise
             finally:
                 elapsed = time.perf_counter() - start
-                metrics.rpc_handled.labels(*labels, code.name).inc()
-                metrics.rpc_handling_seconds.labels(*labels).observe(elapsed)
+                if code not in handled:
+                    handled[code] = self._metrics.rpc_handled.labels(*labels, code.name)
+                handled[code].inc()
+                handling_seconds.observe(elapsed)
                 # Failures are worth a line each; successes only when debugging (they are many).
                 level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
                 if access_log.isEnabledFor(level):

@@ -29,6 +29,7 @@ class ServerProcess:
 
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    keep_log: bool = False  # keep the log file after a clean stop (to read the last lines)
     port: int = 0
     metrics_port: int = 0
     process: subprocess.Popen | None = None
@@ -90,7 +91,7 @@ class ServerProcess:
             self.process.kill()
             self.process.wait()
             raise
-        if code == 0 and self.log_path is not None:
+        if code == 0 and self.log_path is not None and not self.keep_log:
             self.log_path.unlink(missing_ok=True)  # keep only the logs of failures
             self.log_path = None
         return code

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 import urllib.request
 
 import pytest
@@ -34,7 +35,15 @@ def test_calls_are_counted_by_method_and_code(server: ServerProcess, client: Sen
     client.predict("good")
     with pytest.raises(SentimentError):
         client.predict(" ")
-    after = scrape(server)
+    # The server counts a call just after sending its status, so the client can be a moment
+    # ahead: scrape until the three calls are all counted (bounded).
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(server)
+        if sample(after, "grpc_server_handling_seconds_count", **PREDICT) - sample(before, "grpc_server_handling_seconds_count", **PREDICT) >= 3:
+            break
+        assert time.monotonic() < deadline, after
+        time.sleep(0.05)
 
     def delta(name: str, **labels: str) -> float:
         return sample(after, name, **labels) - sample(before, name, **labels)

@@ -48,6 +48,10 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
         assert answering_pids == serving_pids, "both workers should have answered"
         assert all(r.get("torch_threads") == 1 for r in records if r["message"] == "serving")
         predict_ok = {"grpc_method": "Predict", "grpc_code": "OK"}
+        deadline = time.monotonic() + 10  # a call is counted just after its status is sent
+        while metric_sum(server.metrics_url, "grpc_server_handled_total", **predict_ok) < CALLS:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         assert metric_sum(server.metrics_url, "grpc_server_handled_total", **predict_ok) == CALLS  # both workers
     except BaseException:
         server.stop()
