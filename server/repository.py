@@ -113,8 +113,7 @@ class ModelRepository:
     def load(cls, config: ServerConfig, metrics: ServerMetrics) -> "ModelRepository":
         """Load and warm every checkpoint (blocking; call from a thread), then pick the default."""
         device = resolve_device(config.device)
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
+        torch.set_num_threads(config.resolved_torch_threads)
         repository = cls(config, metrics, device)
         loaded_models: dict[str, LoadedModel] = {}
         for path in find_checkpoints(config.resolved_model_dir):

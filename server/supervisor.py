@@ -27,10 +27,8 @@ RESTART_LIMIT = 5  # restarts per worker before the supervisor gives up and stop
 
 
 def threads_per_worker(config: ServerConfig) -> int:
-    """Torch threads for each worker: as configured, or the cores shared out evenly."""
-    if config.torch_threads:
-        return config.torch_threads
-    return max(1, (os.cpu_count() or 1) // config.workers)
+    """Torch threads for each worker (see ServerConfig.resolved_torch_threads)."""
+    return config.resolved_torch_threads
 
 
 def _worker_environment(config: ServerConfig, index: int, multiproc_dir: str) -> dict[str, str]:
