@@ -1,0 +1,244 @@
+"""What bench.run and bench.peers.run share: settings, request bodies, starting our server, one load run."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rnn_sentiment.v1 import sentiment_pb2 as pb
+
+from .h2load import LoadShape, ensure_h2load, run_h2load
+from .procstat import machine_facts
+from .servers import ServerProcess, free_port, serving_workers, wait_until_answering
+from .texts import ONE_TEXT, TEXTS
+from .wire import grpc_frame
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCH_DIR / "results"
+PREDICT = "/rnn_sentiment.v1.SentimentService/Predict"
+DEFAULT_MODEL = "sst2-gru"
+
+
+@dataclass(frozen=True)
+class Settings:
+    warmup_s: float
+    duration_s: float
+    concurrency: tuple[int, ...]
+    ceiling_b_seconds: float
+    rss_requests: int
+    quick: bool
+
+    @classmethod
+    def full(cls) -> "Settings":
+        return cls(warmup_s=2, duration_s=8, concurrency=(1, 8, 32, 128), ceiling_b_seconds=0.8,
+                   rss_requests=200_000, quick=False)
+
+    @classmethod
+    def smoke(cls) -> "Settings":
+        return cls(warmup_s=1, duration_s=2, concurrency=(1, 32), ceiling_b_seconds=0.2,
+                   rss_requests=5_000, quick=True)
+
+
+def shipped_models() -> Path:
+    import rnn_sentiment.model
+
+    return Path(rnn_sentiment.model.__file__).resolve().parent / "checkpoints"
+
+
+def checkpoint_dir(model_dir: Path | None) -> Path:
+    """The checkpoint the server serves by default: DIR itself, DIR/sst2-gru, or DIR's first one."""
+    root = model_dir or shipped_models()
+    if (root / "config.json").is_file():
+        return root
+    if (root / DEFAULT_MODEL / "config.json").is_file():
+        return root / DEFAULT_MODEL
+    found = sorted(p.parent for p in root.glob("*/config.json")) if root.is_dir() else []
+    if found:
+        return found[0]
+    raise SystemExit(
+        f"no checkpoint under {root}. Train one, e.g.\n"
+        f"  .venv/bin/rnn-sentiment train --output /tmp/benchmodels/{DEFAULT_MODEL}\n"
+        f"and pass --model-dir /tmp/benchmodels"
+    )
+
+
+@dataclass
+class Bodies:
+    """Request bodies as files for h2load, and the same messages for readiness checks."""
+
+    one_text: bytes = field(default_factory=lambda: pb.PredictRequest(texts=[ONE_TEXT]).SerializeToString())
+    many_texts: bytes = field(default_factory=lambda: pb.PredictRequest(texts=list(TEXTS)).SerializeToString())
+
+    def files(self, work_dir: Path) -> tuple[Path, Path]:
+        one, many = work_dir / "predict-1-text.bin", work_dir / "predict-64-texts.bin"
+        one.write_bytes(grpc_frame(self.one_text))
+        many.write_bytes(grpc_frame(self.many_texts))
+        return one, many
+
+
+def new_work_dir() -> Path:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    work = RESULTS_DIR / "tmp" / stamp
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def display_path(path: Path) -> str:
+    """A path as the results show it: relative to the repository when inside it."""
+    try:
+        return str(path.resolve().relative_to(BENCH_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+def command_line(argv: list[str]) -> str:
+    """The options that shaped the numbers, for the results (notes are shown on their own)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--note":
+            skip = True
+        elif not arg.startswith("--note="):
+            kept.append(arg)
+    return shlex.join(kept)
+
+
+def environment(command: str) -> dict[str, object]:
+    ensure_h2load()
+    h2load_version = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.strip()
+    import torch
+
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": command,
+        "machine": machine_facts(),
+        "load_generator": h2load_version,
+        "torch": torch.__version__,
+    }
+
+
+def run_ceiling_b(checkpoint: Path, threads: list[int], settings: Settings) -> dict[int, dict]:
+    """Ceiling B per torch thread count, measured in a child process."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.ceiling_b", "--checkpoint", str(checkpoint),
+         "--threads", ",".join(map(str, threads)), "--seconds", str(settings.ceiling_b_seconds)],
+        capture_output=True, text=True, check=True, cwd=BENCH_DIR.parent, timeout=600,
+    )
+    rows = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    return {row["threads"]: row for row in rows}
+
+
+@dataclass
+class RunningServer:
+    process: ServerProcess
+    port: int
+    metrics_port: int
+    workers: int
+    response_bytes: dict[bytes, int]
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def start_our_server(name: str, flags: list[str], model_dir: Path | None, work_dir: Path,
+                     bodies: Bodies) -> RunningServer:
+    """`rnn-sentiment serve FLAGS` on free loopback ports; returns once every worker answers."""
+    port, metrics_port = free_port(), free_port()
+    workers = _workers(flags)
+    command = [sys.executable, "-m", "rnn_sentiment.cli", "serve", "--address", f"127.0.0.1:{port}",
+               "--metrics-address", f"127.0.0.1:{metrics_port}", "--log-format", "json", *flags]
+    if model_dir is not None:
+        command += ["--model-dir", str(model_dir)]
+    log_path = work_dir / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', name)}.server.log"
+    process = ServerProcess(name, command, log_path)
+    target = f"127.0.0.1:{port}"
+    sizes = {}
+    for message in (bodies.one_text, bodies.many_texts):
+        sizes[message] = wait_until_answering(process, target, PREDICT, message,
+                                              ready=lambda: serving_workers(log_path) >= workers)
+    return RunningServer(process, port, metrics_port, workers, sizes)
+
+
+def _workers(flags: list[str]) -> int:
+    for i, flag in enumerate(flags):
+        if flag == "--workers" and i + 1 < len(flags):
+            return int(flags[i + 1])
+        if flag.startswith("--workers="):
+            return int(flag.split("=", 1)[1])
+    return 1
+
+
+def start_noop_server(work_dir: Path, bodies: Bodies) -> RunningServer:
+    port = free_port()
+    process = ServerProcess("ceiling A (no-op grpc.aio)",
+                            [sys.executable, "-m", "bench.noop_server", "--address", f"127.0.0.1:{port}"],
+                            work_dir / "noop.server.log", cwd=BENCH_DIR.parent)
+    target = f"127.0.0.1:{port}"
+    sizes = {m: wait_until_answering(process, target, PREDICT, m) for m in (bodies.one_text, bodies.many_texts)}
+    return RunningServer(process, port, 0, 1, sizes)
+
+
+_BATCH_LINE = re.compile(r'^rnn_sentiment_batch_size_(sum|count)\{[^}]*\} ([0-9.eE+-]+)$', re.M)
+
+
+def batch_totals(metrics_port: int) -> tuple[float, float] | None:
+    """(sum, count) of rnn_sentiment_batch_size over all models, from our /metrics."""
+    if not metrics_port:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    totals = {"sum": 0.0, "count": 0.0}
+    for kind, value in _BATCH_LINE.findall(text):
+        totals[kind] += float(value)
+    return totals["sum"], totals["count"]
+
+
+def load(server_label: str, server: RunningServer, body_file: Path, message: bytes, texts_per_request: int,
+         concurrency: int, settings: Settings, work_dir: Path, *, requests: int = 0, path: str = PREDICT) -> dict:
+    """One h2load run against `server`; the result as a dict, with the mean batch when we can see it."""
+    before: dict[str, tuple[float, float] | None] = {}
+
+    def mark() -> None:
+        before["batch"] = batch_totals(server.metrics_port)
+
+    label = f"{server_label} c{concurrency} x{texts_per_request}" + (f" n{requests}" if requests else "")
+    result = run_h2load(
+        label=label, url=f"http://{server.target}{path}", body_file=body_file,
+        shape=LoadShape.for_concurrency(concurrency), response_bytes=server.response_bytes[message],
+        texts_per_request=texts_per_request, server_pid=server.process.pid, work_dir=work_dir,
+        warmup_s=0 if requests else settings.warmup_s, duration_s=0 if requests else settings.duration_s,
+        requests=requests, before_measure=mark,
+        timeout_s=max(120.0, requests / 200) if requests else settings.duration_s + 120,
+    ).as_dict()
+    after = batch_totals(server.metrics_port)
+    mean_batch = None
+    if before.get("batch") and after and after[1] > before["batch"][1]:
+        mean_batch = round((after[0] - before["batch"][0]) / (after[1] - before["batch"][1]), 2)
+    result.update(server=server_label, mean_batch=mean_batch)
+    print(f"  {label:<44} {result['rps']:>9,.0f} req/s {result['texts_per_s']:>9,.0f} texts/s  "
+          f"p50 {result['p50_ms']:.2f}  p99 {result['p99_ms']:.2f} ms  errors {result['errors']}  "
+          f"cpu {result['server_cpu_cores']:.2f}  others {result['other_cpu_cores']:.2f}", flush=True)
+    return result
+
+
+def cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+def wait_quiet(seconds: float = 0.5) -> None:
+    """A short pause between runs so one run's tail does not land in the next."""
+    time.sleep(seconds)

@@ -1,0 +1,175 @@
+"""make bench-peers: our server beside TorchServe 0.12 and MLServer 1.7, same model, same load generator.
+
+    python -m bench.peers.run [--quick] [--model-dir DIR] [--torchserve-workers 1,2] [--mlserver-workers 1]
+
+Each server serves the same checkpoint with the same model functions, batching on (TorchServe
+batch 32 / 5 ms and MLServer adaptive batching 32 / 5 ms: the best settings measured for them
+on 2 cores), and takes the same one-text requests from h2load at each concurrency. All servers
+start first and take turns, so compared rows see much the same neighbours on a shared machine.
+The peers run from bench/.peers-venv (bench/peers/setup.sh installs them).
+Results: bench/results/peers.{json,md} (a --quick smoke run writes under bench/results/tmp/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from ..harness import (BENCH_DIR, PREDICT, RESULTS_DIR, Bodies, RunningServer, Settings, checkpoint_dir, command_line, display_path,
+                       environment, load, new_work_dir, start_our_server, wait_quiet)
+from ..report import LOAD_HEADERS, fmt, load_rows, markdown_table, ratio, write_results
+from ..servers import stop_servers_on_signals
+from ..texts import ONE_TEXT
+from ..wire import grpc_frame
+from .mlserver import MODEL_INFER, MLServerConfig, model_infer_request, start_mlserver
+from .torchserve import PREDICTIONS, TorchServeConfig, predictions_request, start_torchserve
+
+VENV = BENCH_DIR / ".peers-venv"
+DEFAULT_OURS = ("", "--workers 2")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.peers.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (results under results/tmp/)")
+    parser.add_argument("--model-dir", type=Path, default=None, help="model directory (default: the shipped models)")
+    parser.add_argument("--output-dir", type=Path, default=None)
+    parser.add_argument("--name", default="peers", help="file stem of the results")
+    parser.add_argument("--torchserve-workers", default="1,2", help="TorchServe worker counts to run, comma-separated")
+    parser.add_argument("--mlserver-workers", default="1", help="MLServer parallel_workers to run, comma-separated")
+    parser.add_argument("--skip-setup", action="store_true", help="do not run bench/peers/setup.sh first")
+    parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
+    parser.add_argument("--concurrency", default=None, help="comma-separated concurrencies (default 1,8,32,128)")
+    parser.add_argument("--ours", action="append", default=None, metavar="FLAGS",
+                        help='our server configurations (repeatable; default: "" and "--workers 2")')
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_servers_on_signals()
+    if not args.skip_setup:
+        subprocess.run(["bash", str(BENCH_DIR / "peers" / "setup.sh")], check=True)
+    settings = Settings.smoke() if args.quick else Settings.full()
+    if args.concurrency:
+        settings = dataclasses.replace(settings, concurrency=tuple(int(c) for c in args.concurrency.split(",")))
+    command = "python -m bench.peers.run " + command_line(sys.argv[1:] if argv is None else argv)
+    checkpoint = checkpoint_dir(args.model_dir)
+    work = new_work_dir()
+    output_dir = args.output_dir or (work if args.quick else RESULTS_DIR)
+    env = environment(command.strip())
+    bodies = Bodies()
+    one_file, _ = bodies.files(work)
+    print(f"bench-peers: {env['machine']['nproc']} cores, checkpoint {checkpoint}; scratch in {work}", flush=True)
+
+    ts_message, ml_message = predictions_request(ONE_TEXT), model_infer_request(ONE_TEXT)
+    ts_file, ml_file = work / "torchserve-1-text.bin", work / "mlserver-1-text.bin"
+    ts_file.write_bytes(grpc_frame(ts_message))
+    ml_file.write_bytes(grpc_frame(ml_message))
+
+    # Every server starts first (idle ones cost next to nothing) and they take turns at each
+    # concurrency: rows compared in a ratio were measured minutes apart at most, under much the
+    # same neighbours' load on a shared machine.
+    servers: list[tuple[str, RunningServer, Path, bytes, str]] = []
+    try:
+        for flags in args.ours if args.ours is not None else DEFAULT_OURS:
+            label = f"ours, {flags}" if flags else "ours, default"
+            print("starting", label, flush=True)
+            server = start_our_server(label, shlex.split(flags), args.model_dir, work, bodies)
+            servers.append((label, server, one_file, bodies.one_text, PREDICT))
+        for workers in _counts(args.torchserve_workers):
+            ts_config = TorchServeConfig(workers=workers)
+            print("starting", ts_config.label, flush=True)
+            server = start_torchserve(VENV, checkpoint, work, ts_config, ts_message)
+            servers.append((ts_config.label, server, ts_file, ts_message, PREDICTIONS))
+        for workers in _counts(args.mlserver_workers):
+            ml_config = MLServerConfig(parallel_workers=workers)
+            print("starting", ml_config.label, flush=True)
+            server = start_mlserver(VENV, checkpoint, work, ml_config, ml_message)
+            servers.append((ml_config.label, server, ml_file, ml_message, MODEL_INFER))
+        runs: list[dict] = []
+        for concurrency in settings.concurrency:
+            for label, server, body_file, message, path in servers:
+                runs.append(load(label, server, body_file, message, 1, concurrency, settings, work, path=path))
+                wait_quiet()
+    finally:
+        for _, server, *_ in servers:
+            server.process.stop()
+    order = [label for label, *_ in servers]
+    runs.sort(key=lambda r: (order.index(r["server"]), r["concurrency"]))
+
+    document = {**env, "settings": settings.__dict__, "checkpoint": display_path(checkpoint), "runs": runs,
+                "notes": args.note}
+    document["ratios"] = ratios(runs)
+    markdown = render(document)
+    json_path, md_path = write_results(output_dir, args.name, document, markdown)
+    print()
+    print(markdown)
+    print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+def _counts(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def _best(runs: list[dict], prefix: str, concurrency: int) -> dict | None:
+    """The peer configuration with the most req/s at this concurrency."""
+    candidates = [r for r in runs if r["server"].startswith(prefix) and r["concurrency"] == concurrency]
+    return max(candidates, key=lambda r: r["rps"], default=None)
+
+
+def ratios(runs: list[dict]) -> list[dict]:
+    out = []
+    for concurrency in sorted({r["concurrency"] for r in runs}):
+        for peer, target in (("TorchServe", "≥ 1.5"), ("MLServer", "≥ 3")):
+            best = _best(runs, peer, concurrency)
+            ours_labels = dict.fromkeys(r["server"] for r in runs if r["server"].startswith("ours"))
+            for ours in ours_labels:
+                run = next((r for r in runs if r["server"] == ours and r["concurrency"] == concurrency), None)
+                if run and best:
+                    out.append({
+                        "ratio": f"{ours} / best {peer} ({best['server']}), req/s at concurrency {concurrency}",
+                        "value": round(ratio(run["rps"], best["rps"]) or 0, 3),
+                        "p99_ours_ms": run["p99_ms"], "p99_peer_ms": best["p99_ms"],
+                        "target": f"{target}, lower p99" if concurrency in (32, 128) else "",
+                    })
+    return out
+
+
+def render(document: dict) -> str:
+    machine = document["machine"]
+    lines = [
+        "# rnn-sentiment beside TorchServe and MLServer",
+        "",
+        f"- date: {document['date']}",
+        f"- machine: {machine['nproc']} cores, {machine['cpu_model']}, {machine['mem_total_gib']} GiB RAM, "
+        f"Linux {machine['kernel']}, Python {machine['python']}, torch {document['torch']}; "
+        f"load average at start {machine['loadavg_at_start']:.2f}",
+        f"- command: `{document['command']}`",
+        *(f"- note: {note}" for note in document.get("notes", [])),
+        f"- every server serves `{document['checkpoint']}` through the same `encode_texts` + `predict_encoded`; "
+        "one-text requests; the peers with their batching on (batch 32, 5 ms) and WARN logging, "
+        "torch 1 thread per worker",
+        f"- load generator: {document['load_generator']}, one connection per caller up to 32; warm-up "
+        f"{document['settings']['warmup_s']:g} s, then {document['settings']['duration_s']:g} s measured per row; "
+        "errors: non-200, failed streams, or a 200 without a whole gRPC message; all servers started first, "
+        "taking turns at each concurrency",
+        "",
+        markdown_table(LOAD_HEADERS, load_rows(document["runs"])),
+        "",
+        "## Ratios",
+        "",
+        markdown_table(["ratio", "value", "p99 ours / peer (ms)", "target"],
+                       [[r["ratio"], fmt(r["value"], 2), f"{fmt(r['p99_ours_ms'], 1)} / {fmt(r['p99_peer_ms'], 1)}",
+                         r["target"]] for r in document["ratios"]]),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The texts every benchmark sends: fixed, so runs compare; written for this benchmark.
+
+Lengths follow SST-2's (about 20 tokens on average, a few long ones) so the model does the
+work it does in production. ONE_TEXT is the single-text request body.
+"""
+
+from __future__ import annotations
+
+ONE_TEXT = "a warm , funny and beautifully acted film that never forgets how much its characters care about each other"
+
+TEXTS: tuple[str, ...] = (
+    ONE_TEXT,
+    "a dull , lifeless and painfully boring movie",
+    "the plot is thin , but the performances carry it further than it has any right to go",
+    "it 's not a bad film at all , just a forgettable one",
+    "an ambitious , sprawling mess that collapses under the weight of its own importance",
+    "one of the most charming comedies of the year",
+    "the director has a great eye for small moments , and the cast makes every one of them count",
+    "i kept checking my watch",
+    "a gripping thriller with a final act that actually earns its surprises",
+    "the jokes land about half the time , which is not nearly often enough",
+    "visually stunning but emotionally hollow",
+    "a tender , honest portrait of a family falling apart and slowly finding its way back",
+    "too long , too loud and far too pleased with itself",
+    "smart , sharp and surprisingly moving",
+    "the dialogue sounds like it was written by people who have never heard a conversation",
+    "a triumph of performance over a script that deserved better",
+    "nothing here you have not seen done better elsewhere",
+    "every frame is alive with color , music and a real love of the city",
+    "the second half drags , and the ending feels borrowed from another movie",
+    "an unexpectedly sweet film about friendship , loss and learning to start over",
+    "the kind of movie that makes you want to call your mother",
+    "clumsy , predictable and oddly cold",
+    "a fine cast is wasted on material that never rises above the level of a sitcom",
+    "it works as a love story and even better as a portrait of a neighborhood",
+    "the action scenes are so badly edited that it is hard to tell who is fighting whom",
+    "funny , warm and wise",
+    "a film that confuses being slow with being deep",
+    "her performance alone is worth the price of admission",
+    "the story meanders , the characters never come into focus and the score tells you what to feel",
+    "an old-fashioned crowd pleaser in the best sense",
+    "it has nothing to say and takes two hours to say it",
+    "beautifully shot , patiently told and quietly devastating",
+    "the script piles on twists until none of them matter",
+    "a small , perfect film",
+    "what starts as a clever satire turns into a tired lecture",
+    "the chemistry between the two leads is the real thing",
+    "flat , lifeless and without a single surprise",
+    "a bold , inventive debut from a director to watch",
+    "the movie is never as funny as it thinks it is , and never as moving as it wants to be",
+    "a joyous celebration of music , family and second chances",
+    "mind-numbingly dull",
+    "the best kind of genre film : tight , tense and over before it wears out its welcome",
+    "good intentions can not save a film this lazy",
+    "it is rare to see a sequel that improves on the original in every way",
+    "the characters are cardboard and the plot is a checklist",
+    "a heartfelt , often hilarious look at growing up in a small town",
+    "the effects are impressive , but there is no story to hang them on",
+    "sincere , generous and full of life",
+    "a muddled , murky thriller that forgets its own rules",
+    "the film finds real grace in the everyday",
+    "even the talented cast seems bored",
+    "a sharp , funny script and a cast that knows exactly what to do with it",
+    "a long , slow slog through familiar territory",
+    "moving without ever being manipulative",
+    "a misfire from start to finish",
+    "a rich , layered drama that rewards patience",
+    "the humor is crude , the pacing is off and the heart is missing",
+    "an absolute delight",
+    "more a collection of scenes than a movie",
+    "thoughtful , well acted and surprisingly suspenseful",
+    "i wanted to like it more than i did",
+    "a gorgeous , haunting film that stays with you for days",
+    "the whole thing feels like a first draft",
+    "a confident , entertaining ride from beginning to end",
+)
+
+assert len(TEXTS) == 64
