@@ -5,7 +5,7 @@
 Measured in one run, so the ratios compare like with like on the same machine at the same time:
   ceiling B  the model in-process (tokenize + forward), batch 1..128, 1 thread and all cores
   ceiling A  a no-op grpc.aio server answering the same Predict messages
-  ours       batching off (--max-batch-size 1), the defaults, and --workers 2; one-text
+  ours       batching off (--max-batch-size 1), --workers 1, and --workers 2 (the default on 2 cores); one-text
              requests at each concurrency, 64-text requests, and an RSS-growth check
 Results: bench/results/serving.{json,md} (a --quick smoke run writes under bench/results/tmp/).
 """
@@ -74,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every server starts first and they take turns at each concurrency, so the rows compared in a
     # ratio were measured minutes apart at most, under much the same neighbours' load.
     configurations = [
-        ("ours, batching off", ["--max-batch-size", "1"]),
-        ("ours, default", []),
+        ("ours, batching off", ["--max-batch-size", "1", "--workers", "1"]),
+        ("ours, --workers 1", ["--workers", "1"]),
         ("ours, --workers 2", ["--workers", "2"]),
     ] + [(f"ours, {extra}", shlex.split(extra)) for extra in args.extra]
     runs: list[dict] = []
@@ -91,12 +91,12 @@ def main(argv: list[str] | None = None) -> int:
             for label, server in servers.items():
                 runs.append(load(label, server, one_file, bodies.one_text, 1, concurrency, settings, work))
                 wait_quiet()
-        for label in (CEILING_A, "ours, default", "ours, --workers 2"):
+        for label in (CEILING_A, "ours, --workers 1", "ours, --workers 2"):
             runs.append(load(label, servers[label], many_file, bodies.many_texts, len(TEXTS),
                              MANY_TEXTS_CONCURRENCY, settings, work))
             wait_quiet()
         if settings.rss_requests:
-            rss_check = check_rss("ours, default", servers["ours, default"], one_file, bodies, settings, work)
+            rss_check = check_rss("ours, --workers 1", servers["ours, --workers 1"], one_file, bodies, settings, work)
     finally:
         for server in servers.values():
             server.process.stop()
@@ -181,18 +181,18 @@ def ratios(document: dict, nproc: int) -> list[dict]:
     concurrencies = sorted({r["concurrency"] for r in runs if r["texts_per_request"] == 1})
     for c in concurrencies:
         a = _find(runs, "ceiling A (no-op)", c)
-        for server in ("ours, batching off", "ours, default", "ours, --workers 2"):
+        for server in ("ours, batching off", "ours, --workers 1", "ours, --workers 2"):
             run = _find(runs, server, c)
             if a and run:
                 add(f"{server} / ceiling A, req/s at concurrency {c}", ratio(run["rps"], a["rps"]),
                     "≥ 0.5 (default or chosen workers)" if c == 32 else "")
-        off, default, two = (_find(runs, s, c) for s in ("ours, batching off", "ours, default", "ours, --workers 2"))
+        off, default, two = (_find(runs, s, c) for s in ("ours, batching off", "ours, --workers 1", "ours, --workers 2"))
         if off and default:
             add(f"default / batching off, req/s at concurrency {c}", ratio(default["rps"], off["rps"]))
         if default and two:
-            add(f"--workers 2 / default, req/s at concurrency {c}", ratio(two["rps"], default["rps"]))
+            add(f"--workers 2 / --workers 1, req/s at concurrency {c}", ratio(two["rps"], default["rps"]))
     b64_best, b64_one = ceiling_b_at(document, None, 64), ceiling_b_at(document, 1, 64)
-    for server in ("ours, default", "ours, --workers 2"):
+    for server in ("ours, --workers 1", "ours, --workers 2"):
         run = next((r for r in runs if r["server"] == server and r["texts_per_request"] > 1), None)
         if run and b64_best:
             add(f"{server}, 64-text requests: texts/s / ceiling B at batch 64 (best: {b64_best['threads']} thread{'s' if b64_best['threads'] != 1 else ''})",
@@ -201,7 +201,7 @@ def ratios(document: dict, nproc: int) -> list[dict]:
             add(f"{server}, 64-text requests: texts/s / ceiling B at batch 64 (1 thread)",
                 ratio(run["texts_per_s"], b64_one["texts_per_s"]))
     a1, b1 = _find(runs, "ceiling A (no-op)", 1), ceiling_b_at(document, None, 1)
-    for server in ("ours, default", "ours, --workers 2"):
+    for server in ("ours, --workers 1", "ours, --workers 2"):
         run = _find(runs, server, 1)
         if run and a1 and b1:
             floor = a1["p50_ms"] + b1["ms_per_batch"]

@@ -157,7 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rnn_sentiment.server.logging_setup import configure_logging
 
     configure_logging(config.log_format, config.log_level)
-    if config.workers > 1:
+    if config.resolved_workers > 1:
         from rnn_sentiment.server.supervisor import supervise
 
         try:

@@ -7,6 +7,7 @@ alive but not ready); health turns SERVING only once every model is loaded and w
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from dataclasses import dataclass
@@ -56,6 +57,9 @@ class RunningServer:
     async def load_models(self) -> ModelRepository:
         """Load and warm every model off the event loop, then turn SERVING."""
         repository = await asyncio.to_thread(ModelRepository.load, self.config, self.metrics)
+        # Models, vocabularies and modules live as long as the process: move them out of the
+        # garbage collector's way so its passes stay short while serving (py-spy: ~5% of samples).
+        gc.freeze()
         repository.start()
         self.state.repository = repository
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -65,7 +65,7 @@ async def supervise(config: ServerConfig) -> int:
     os.environ[MULTIPROC_ENV] = multiproc_dir
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    workers = {i: _start_worker(config, i, multiproc_dir) for i in range(config.workers)}
+    workers = {i: _start_worker(config, i, multiproc_dir) for i in range(config.resolved_workers)}
     restarts = dict.fromkeys(workers, 0)
 
     def forward(sig: int) -> None:
@@ -78,7 +78,7 @@ async def supervise(config: ServerConfig) -> int:
     loop.add_signal_handler(signal.SIGHUP, forward, signal.SIGHUP)
     metrics_port = _serve_aggregated_metrics(config.metrics_address, multiproc_dir) if config.metrics_address else None
     log.info("supervising workers", extra={"fields": {
-        "workers": config.workers, "grpc_address": config.address, "torch_threads_per_worker": threads_per_worker(config),
+        "workers": config.resolved_workers, "grpc_address": config.address, "torch_threads_per_worker": threads_per_worker(config),
         "metrics_address": f"{config.metrics_address.rpartition(':')[0]}:{metrics_port}" if metrics_port else "",
         "pids": ",".join(str(p.pid) for p in workers.values()),
     }})

@@ -53,6 +53,8 @@ class ServerProcess:
             "--address", self.target,
             "--metrics-address", f"127.0.0.1:{self.metrics_port}",
             "--torch-threads", "1",
+            # One process unless a test asks for workers: faster to start, simpler to reason about.
+            *([] if "--workers" in self.extra_args else ["--workers", "1"]),
             *self.extra_args,
         ]
         self.process = subprocess.Popen(

@@ -29,7 +29,7 @@ from .mlserver import MODEL_INFER, MLServerConfig, model_infer_request, start_ml
 from .torchserve import PREDICTIONS, TorchServeConfig, predictions_request, start_torchserve
 
 VENV = BENCH_DIR / ".peers-venv"
-DEFAULT_OURS = ("", "--workers 2")
+DEFAULT_OURS = ("--workers 1", "--workers 2")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     servers: list[tuple[str, RunningServer, Path, bytes, str]] = []
     try:
         for flags in args.ours if args.ours is not None else DEFAULT_OURS:
-            label = f"ours, {flags}" if flags else "ours, default"
+            label = f"ours, {flags}" if flags else "ours, defaults"
             print("starting", label, flush=True)
             server = start_our_server(label, shlex.split(flags), args.model_dir, work, bodies)
             servers.append((label, server, one_file, bodies.one_text, PREDICT))
