@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ServiceError
 from .metrics import ServerMetrics
 from .repository import ModelRepository, find_checkpoints, load_and_warm
 
@@ -87,7 +88,7 @@ class ModelReloader:
         self._served_signatures[path] = signature
         try:
             current = self._repository.resolve(loaded.name)
-        except Exception:
+        except ServiceError:  # NOT_FOUND: a new model directory
             current = None
         if current is not None and current.loaded.sha256 == loaded.sha256:
             outcome = ReloadOutcome(path, loaded.name, "unchanged", loaded.version)
