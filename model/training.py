@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from .checkpoint import save_checkpoint
 from .config import CELLS, POOLINGS, ModelConfig, TrainingRecord
-from .data import Batch, Example, length_bucketed_batches, read_sst_tsv
+from .data import Batch, length_bucketed_batches, read_sst_tsv
 from .metrics import classification_metrics
 from .network import SentimentRNN
 from .vocabulary import PAD_ID, UNK_ID, Vocabulary

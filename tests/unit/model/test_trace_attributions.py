@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rnn_sentiment.model.attribution import gradient_x_input, integrated_gradients, occlusion, target_log_odds
+from rnn_sentiment.model.attribution import gradient_x_input, integrated_gradients, target_log_odds
 from rnn_sentiment.model.checkpoint import LoadedModel
 from rnn_sentiment.model.inference import encode_texts, predict_encoded
 from rnn_sentiment.model.trace import ATTRIBUTION_METHODS, TraceOptions, trace_text
