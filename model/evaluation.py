@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,12 +40,14 @@ class EvaluationReport:
     ece: float  # expected calibration error, 10 bins
     labels: tuple[str, ...]
     subsets: tuple[SubsetAccuracy, ...] = ()  # by length bucket, and sentences with a negation
+    ece_before_scaling: float | None = None  # the same predictions without the fitted temperature
 
     def to_dict(self) -> dict[str, Any]:
         return {"accuracy": self.accuracy, "macro_f1": self.macro_f1,
                 "confusion": [list(row) for row in self.confusion], "count": self.count,
                 "ece": self.ece, "labels": list(self.labels),
-                "subsets": [{"name": s.name, "count": s.count, "accuracy": s.accuracy} for s in self.subsets]}
+                "subsets": [{"name": s.name, "count": s.count, "accuracy": s.accuracy} for s in self.subsets],
+                "ece_before_scaling": self.ece_before_scaling}
 
 
 def score_predictions(labels: Sequence[str], examples: Sequence[Example], predicted_labels: Sequence[str],
@@ -73,13 +76,28 @@ def evaluate(loaded: LoadedModel, examples: Sequence[Example], batch_size: int =
     """Predict every example (truncated to the model's max_tokens) and score the predictions."""
     predicted: list[str] = []
     confidences: list[float] = []
+    unscaled_confidences: list[float] = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         encoded = [encode_tokens(e.tokens, loaded.vocab, loaded.config.max_tokens) for e in chunk]
         for result in predict_encoded(loaded, encoded):
             predicted.append(result.label)
             confidences.append(result.score)
-    return score_predictions(loaded.config.labels, examples, predicted, confidences)
+            unscaled_confidences.append(_unscaled_confidence(result.probabilities, loaded.config.temperature))
+    report = score_predictions(loaded.config.labels, examples, predicted, confidences)
+    correct = [loaded.config.labels[e.label] == label for e, label in zip(examples, predicted)]
+    return replace(report, ece_before_scaling=expected_calibration_error(unscaled_confidences, correct))
+
+
+def _unscaled_confidence(probabilities: Sequence[float], temperature: float) -> float:
+    """The top probability before temperature scaling: softmax(T * log p) = softmax(z) for p = softmax(z / T).
+
+    Scaling never changes the argmax, so the top label is the same one.
+    """
+    logits = [temperature * math.log(max(p, 1e-12)) for p in probabilities]
+    top = max(logits)
+    weights = [math.exp(z - top) for z in logits]
+    return 1.0 / sum(weights)
 
 
 def format_report(report: EvaluationReport) -> str:
@@ -89,7 +107,8 @@ def format_report(report: EvaluationReport) -> str:
         f"examples   {report.count}",
         f"accuracy   {report.accuracy:.4f}",
         f"macro F1   {report.macro_f1:.4f}",
-        f"ECE        {report.ece:.4f}",
+        f"ECE        {report.ece:.4f}" + (
+            f"  (before temperature scaling {report.ece_before_scaling:.4f})" if report.ece_before_scaling is not None else ""),
         "",
         "true \\ predicted".ljust(width + 6) + "".join(label.rjust(width) for label in report.labels),
     ]
