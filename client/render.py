@@ -9,8 +9,8 @@ from dataclasses import asdict
 
 from .results import TraceResult
 from .trace_layout import (
-    ATTRIBUTION_TITLES, gate_series, memory_caption, memory_series, primary_attribution, scale,
-    sentiment_colour, toward_positive,
+    ATTRIBUTION_TITLES, gate_series, memory_caption, memory_series, scale,
+    sentiment_colour, word_push_toward_positive,
 )
 
 _BAR_WIDTH = 20
@@ -109,9 +109,7 @@ def trace_table(trace: TraceResult, color: bool = False) -> str:
 
 def _coloured_sentence(trace: TraceResult) -> str:
     """The words, each on a background coloured by its attribution toward positive (or its change)."""
-    attribution = primary_attribution(trace)
-    values = (toward_positive(trace, attribution) if attribution is not None
-              else [s.positive_delta for s in trace.steps])
+    values = word_push_toward_positive(trace)
     top = scale(values)
     return " ".join(_background(s.token, _mix_score(v / top)) for s, v in zip(trace.steps, values))
 

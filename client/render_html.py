@@ -11,7 +11,7 @@ from .results import TraceResult, TraceStep
 from .trace_layout import (
     ATTRIBUTION_TITLES, NEGATIVE_RGB, POSITIVE_RGB, gate_series, has_hidden_states, hex_colour,
     memory_caption, memory_series, primary_attribution, scale, sentiment_colour, toward_positive,
-    trace_title, unit_colour, unit_names, unit_order,
+    trace_title, unit_colour, unit_names, unit_order, word_push_toward_positive,
 )
 
 __all__ = ["trace_html"]
@@ -111,9 +111,7 @@ def _step_summary(trace: TraceResult, index: int) -> str:
 
 
 def _words(trace: TraceResult) -> str:
-    attribution = primary_attribution(trace)
-    values = (toward_positive(trace, attribution) if attribution is not None
-              else [s.positive_delta for s in trace.steps])
+    values = word_push_toward_positive(trace)
     top = scale(values)
     spans = []
     for index, (step, value) in enumerate(zip(trace.steps, values)):
@@ -121,6 +119,7 @@ def _words(trace: TraceResult) -> str:
         ink = "#000" if sum(colour) > 450 else "#fff"
         spans.append(f"<span class=\"word\" style=\"background:{hex_colour(colour)};color:{ink}\" "
                      f"title=\"{escape(_step_summary(trace, index))}\">{escape(step.token)}</span>")
+    attribution = primary_attribution(trace)
     what = ATTRIBUTION_TITLES[attribution.method] if attribution is not None else "prefix change"
     return (f"<p>words coloured by {escape(what)} (blue: toward positive, red: toward negative); "
             f"hover for values</p>\n<div class=\"words\">{' '.join(spans)}</div>")

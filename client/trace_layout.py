@@ -64,6 +64,14 @@ def toward_positive(trace: TraceResult, attribution: Attribution) -> list[float]
     return [sign * s for s in attribution.scores]
 
 
+def word_push_toward_positive(trace: TraceResult) -> list[float]:
+    """Per word, how far it pushed toward positive: the primary attribution, else the prefix change."""
+    attribution = primary_attribution(trace)
+    if attribution is not None:
+        return toward_positive(trace, attribution)
+    return [s.positive_delta for s in trace.steps]
+
+
 def has_hidden_states(trace: TraceResult) -> bool:
     return bool(trace.steps) and all(step.hidden_state for step in trace.steps)
 
