@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 import re
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from rnn_sentiment.server.config import ServerConfig
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
 from .h2load import LoadShape, ensure_h2load, run_h2load
@@ -46,6 +49,16 @@ class Settings:
     def smoke(cls) -> "Settings":
         return cls(warmup_s=1, duration_s=2, concurrency=(1, 32), ceiling_b_seconds=0.2,
                    rss_requests=5_000, quick=True)
+
+    @classmethod
+    def from_options(cls, quick: bool, concurrency: str | None, rss_requests: int | None = None) -> "Settings":
+        """Full or smoke settings, with the command line's --concurrency and --rss-requests applied."""
+        settings = cls.smoke() if quick else cls.full()
+        if concurrency:
+            settings = dataclasses.replace(settings, concurrency=tuple(int(c) for c in concurrency.split(",")))
+        if rss_requests is not None:
+            settings = dataclasses.replace(settings, rss_requests=rss_requests)
+        return settings
 
 
 def shipped_models() -> Path:
@@ -155,7 +168,8 @@ def start_our_server(name: str, flags: list[str], model_dir: Path | None, work_d
                      bodies: Bodies) -> RunningServer:
     """`rnn-sentiment serve FLAGS` on free loopback ports; returns once every worker answers."""
     port, metrics_port = free_port(), free_port()
-    workers = _workers(flags)
+    # Without --workers the server picks its own count; ask its config rather than guess.
+    workers = _workers(flags) or ServerConfig(address=f"127.0.0.1:{port}").resolved_workers
     command = [sys.executable, "-m", "rnn_sentiment.cli", "serve", "--address", f"127.0.0.1:{port}",
                "--metrics-address", f"127.0.0.1:{metrics_port}", "--log-format", "json", *flags]
     if model_dir is not None:
@@ -171,12 +185,13 @@ def start_our_server(name: str, flags: list[str], model_dir: Path | None, work_d
 
 
 def _workers(flags: list[str]) -> int:
+    """The --workers value in `flags`; 0 (the server's "one per core") when absent."""
     for i, flag in enumerate(flags):
         if flag == "--workers" and i + 1 < len(flags):
             return int(flags[i + 1])
         if flag.startswith("--workers="):
             return int(flag.split("=", 1)[1])
-    return 1
+    return 0
 
 
 def start_noop_server(work_dir: Path, bodies: Bodies) -> RunningServer:

@@ -13,7 +13,6 @@ Results: bench/results/serving.{json,md} (a --quick smoke run writes under bench
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import sys
 from pathlib import Path
@@ -48,11 +47,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop_servers_on_signals()
-    settings = Settings.smoke() if args.quick else Settings.full()
-    if args.rss_requests is not None:
-        settings = dataclasses.replace(settings, rss_requests=args.rss_requests)
-    if args.concurrency:
-        settings = dataclasses.replace(settings, concurrency=tuple(int(c) for c in args.concurrency.split(",")))
+    settings = Settings.from_options(args.quick, args.concurrency, args.rss_requests)
     command = "python -m bench.run " + command_line(sys.argv[1:] if argv is None else argv)
     checkpoint = checkpoint_dir(args.model_dir)
     work = new_work_dir()

@@ -13,7 +13,6 @@ Results: bench/results/peers.{json,md} (a --quick smoke run writes under bench/r
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import shlex
 import subprocess
 import sys
@@ -53,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_servers_on_signals()
     if not args.skip_setup:
         subprocess.run(["bash", str(BENCH_DIR / "peers" / "setup.sh")], check=True)
-    settings = Settings.smoke() if args.quick else Settings.full()
-    if args.concurrency:
-        settings = dataclasses.replace(settings, concurrency=tuple(int(c) for c in args.concurrency.split(",")))
+    settings = Settings.from_options(args.quick, args.concurrency)
     command = "python -m bench.peers.run " + command_line(sys.argv[1:] if argv is None else argv)
     checkpoint = checkpoint_dir(args.model_dir)
     work = new_work_dir()
