@@ -140,15 +140,33 @@ def environment(command: str) -> dict[str, object]:
     }
 
 
-def run_ceiling_b(checkpoint: Path, threads: list[int], settings: Settings) -> dict[int, dict]:
-    """Ceiling B per torch thread count, measured in a child process."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.ceiling_b", "--checkpoint", str(checkpoint),
-         "--threads", ",".join(map(str, threads)), "--seconds", str(settings.ceiling_b_seconds)],
-        capture_output=True, text=True, check=True, cwd=BENCH_DIR.parent, timeout=600,
-    )
-    rows = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
-    return {row["threads"]: row for row in rows}
+def run_ceiling_b(checkpoint: Path, threads: list[int], settings: Settings,
+                  backends: tuple[str, ...] = ("torch", "onnxruntime")) -> dict[int, dict]:
+    """Ceiling B per torch thread count, measured in a child process per backend.
+
+    A ceiling is the fastest the model runs here, so each batch size keeps its faster backend
+    (the row's `backend`, with every backend's texts/s beside it): the server's `auto` makes the
+    same choice per batch.
+    """
+    measured: dict[str, dict[int, dict]] = {}
+    for backend in backends:
+        completed = subprocess.run(
+            [sys.executable, "-m", "bench.ceiling_b", "--checkpoint", str(checkpoint), "--backend", backend,
+             "--threads", ",".join(map(str, threads)), "--seconds", str(settings.ceiling_b_seconds)],
+            capture_output=True, text=True, check=True, cwd=BENCH_DIR.parent, timeout=600,
+        )
+        rows = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+        measured[backend] = {row["threads"]: row for row in rows}
+    best: dict[int, dict] = {}
+    for backend, by_threads in measured.items():
+        for count, data in by_threads.items():
+            if count not in best:
+                best[count] = {**data, "batches": [{**row, "backend": backend} for row in data["batches"]]}
+            for row, new in zip(best[count]["batches"], data["batches"], strict=True):
+                row[f"{backend}_texts_per_s"] = new["texts_per_s"]
+                if new["texts_per_s"] > row["texts_per_s"]:
+                    row.update(new, backend=backend)
+    return best
 
 
 @dataclass

@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _backend_mark(row: dict) -> str:
+    return ", ort" if row.get("backend") == "onnxruntime" else ""
+
+
 def show_ceiling_b(measured: dict[int, dict]) -> None:
     for threads, data in measured.items():
         print("  threads", threads, " ".join(f"b{r['batch']}={r['texts_per_s']:,.0f}/s" for r in data["batches"]),
@@ -234,8 +238,17 @@ def render(document: dict, nproc: int) -> str:
     rows = []
     for threads, data in document["ceiling_b"].items():
         rows.append([f"{threads} thread{'s' if threads != '1' else ''}"]
-                    + [f"{fmt(r['texts_per_s'])} ({fmt(r['ms_per_batch'], 2)} ms)" for r in data["batches"]])
-    lines += [markdown_table(["torch threads"] + [f"batch {b}" for b in batches], rows), ""]
+                    + [f"{fmt(r['texts_per_s'])} ({fmt(r['ms_per_batch'], 2)} ms{_backend_mark(r)})"
+                       for r in data["batches"]])
+    lines += [markdown_table(["threads"] + [f"batch {b}" for b in batches], rows), "",
+              "ort: ONNX Runtime was the faster executor at that batch size, else torch. Each backend's texts/s:", ""]
+    rows = []
+    for threads, data in document["ceiling_b"].items():
+        for backend in ("torch", "onnxruntime"):
+            if f"{backend}_texts_per_s" in data["batches"][0]:
+                rows.append([f"{backend}, {threads} thread{'s' if threads != '1' else ''}"]
+                            + [fmt(r.get(f"{backend}_texts_per_s")) for r in data["batches"]])
+    lines += [markdown_table(["backend, threads"] + [f"batch {b}" for b in batches], rows), ""]
     measurements = document.get("ceiling_b_measurements", [])
     if len(measurements) > 1:
         # The best window hides how unsteady a setting is on a shared machine; each pass shows it.

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoint import LoadedModel
-from .data import make_batch
+from .data import Batch, make_batch
 from .tokenizer import tokenize
 from .vocabulary import Vocabulary
 
 __all__ = ["EncodedText", "PredictionResult", "encode_tokens", "encode_texts", "predict_encoded",
-           "positive_index"]
+           "padded_batch", "to_predictions", "positive_index"]
 
 
 @dataclass(frozen=True)
@@ -61,17 +61,27 @@ def positive_index(labels: Sequence[str]) -> int:
 
 
 def predict_encoded(loaded: LoadedModel, batch: Sequence[EncodedText]) -> list[PredictionResult]:
-    """Probabilities for a batch of encoded texts, in input order."""
+    """Probabilities for a batch of encoded texts, in input order (the torch forward)."""
     if not batch:
         return []
     network = loaded.network
-    tensors = make_batch([list(item.ids) for item in batch], [0] * len(batch))
+    tensors = padded_batch(batch)
     with torch.inference_mode():
         # pack_padded_sequence(enforce_sorted=False) sorts by length inside and restores the order.
         output = network(tensors.token_ids.to(loaded.device), tensors.lengths)
         probabilities = torch.softmax(output.logits.float(), dim=-1).cpu()  # [B, C]
-    return [to_prediction(loaded.config.labels, row.tolist(), item)
-            for row, item in zip(probabilities, batch)]
+    return to_predictions(loaded.config.labels, probabilities.tolist(), batch)
+
+
+def padded_batch(batch: Sequence[EncodedText]) -> Batch:
+    """Token ids padded to the longest text [B, T] and the lengths [B], on the CPU."""
+    return make_batch([list(item.ids) for item in batch], [0] * len(batch))
+
+
+def to_predictions(labels: Sequence[str], rows: Sequence[Sequence[float]],
+                   batch: Sequence[EncodedText]) -> list[PredictionResult]:
+    """One PredictionResult per text from its row of label probabilities."""
+    return [to_prediction(labels, row, item) for row, item in zip(rows, batch, strict=True)]
 
 
 def to_prediction(labels: Sequence[str], probabilities: Sequence[float], item: EncodedText) -> PredictionResult:

@@ -15,6 +15,9 @@ from typing import Any, Mapping
 ENV_PREFIX = "RNN_SENTIMENT_"
 DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("text", "json")
+# model.backends.BACKENDS, spelled out so that reading the config never imports torch (a test
+# keeps the two equal).
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def default_model_dir() -> Path:
@@ -44,6 +47,13 @@ class ServerConfig:
         0.0, "Hot reload: check the model directory for changed checkpoints this often (0: off; SIGHUP always reloads)"
     )
     device: str = _knob("auto", "Where models run: auto (cuda when available), cpu or cuda")
+    backend: str = _knob(
+        "auto", "Predict's executor: auto (ONNX Runtime for batches up to onnx_max_batch on CPU, torch otherwise), "
+        "torch or onnxruntime"
+    )
+    onnx_max_batch: int = _knob(
+        16, "Largest batch ONNX Runtime runs (measured crossover on 2 cores); larger batches run on torch (0: never)"
+    )
     max_texts_per_request: int = _knob(64, "Most texts one Predict request may carry")
     max_text_chars: int = _knob(5000, "Most characters one text may have")
     max_batch_size: int = _knob(64, "Most texts one model forward pass takes")
@@ -67,6 +77,10 @@ class ServerConfig:
         problems = []
         if self.device not in DEVICES:
             problems.append(f"device={self.device!r}: use one of {', '.join(DEVICES)}")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.onnx_max_batch < 0:
+            problems.append("onnx_max_batch must be >= 0 (0 = torch for every batch)")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"log_format={self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
         if self.workers < 0:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import ServiceError
 from .metrics import ServerMetrics
-from .repository import ModelRepository, find_checkpoints, load_and_warm
+from .repository import ModelRepository, find_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class ModelReloader:
     async def _reload(self, path: Path, reason: str) -> ReloadOutcome:
         signature = checkpoint_signature(path)
         try:
-            loaded = await asyncio.to_thread(load_and_warm, path, self._repository.device)
+            predictor = await asyncio.to_thread(self._repository.prepare, path)
         except Exception as error:  # any failure keeps the old version serving
             # Remember the broken files, so polling does not retry them until they change again.
             self._served_signatures[path] = signature
@@ -86,6 +86,7 @@ class ModelReloader:
             self._record(outcome, reason)
             return outcome
         self._served_signatures[path] = signature
+        loaded = predictor.loaded
         try:
             current = self._repository.resolve(loaded.name)
         except ServiceError:  # NOT_FOUND: a new model directory
@@ -93,7 +94,7 @@ class ModelReloader:
         if current is not None and current.loaded.sha256 == loaded.sha256:
             outcome = ReloadOutcome(path, loaded.name, "unchanged", loaded.version)
         else:
-            await self._repository.swap(loaded)
+            await self._repository.swap(predictor)
             outcome = ReloadOutcome(path, loaded.name, "success", loaded.version)
         self._record(outcome, reason)
         return outcome

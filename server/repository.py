@@ -17,8 +17,9 @@ from typing import Callable, TypeVar
 
 import torch
 
+from rnn_sentiment.model.backends import Predictor, make_predictor
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
-from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_texts, predict_encoded
+from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_texts
 
 from .batcher import MicroBatcher
 from .config import ServerConfig
@@ -64,6 +65,7 @@ class ServedModel:
     """
 
     loaded: LoadedModel
+    predictor: Predictor  # Predict's forward: torch, or ONNX Runtime for small batches
     device: str
     executor: ThreadPoolExecutor
     batcher: MicroBatcher[EncodedText, PredictionResult]
@@ -92,11 +94,14 @@ class ServedModel:
         self.executor.shutdown(wait=True)
 
 
-def load_and_warm(path: Path, device: str) -> LoadedModel:
-    """Load a checkpoint and run one forward, so a broken one fails here and not on a caller."""
+def load_and_warm(path: Path, device: str, config: ServerConfig) -> Predictor:
+    """Load a checkpoint, prepare its Predict executor and run one forward through it, so a
+    broken checkpoint fails here and not on a caller. Blocking: call it from a thread."""
     loaded = load_checkpoint(path, device=device)
-    predict_encoded(loaded, encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
-    return loaded
+    predictor = make_predictor(loaded, config.backend, config.resolved_torch_threads, config.onnx_max_batch)
+    predictor(encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
+    log.info("model %s %s: Predict runs on %s", loaded.name, loaded.version, predictor.description)
+    return predictor
 
 
 class ModelRepository:
@@ -115,12 +120,13 @@ class ModelRepository:
         device = resolve_device(config.device)
         torch.set_num_threads(config.resolved_torch_threads)
         repository = cls(config, metrics, device)
-        loaded_models: dict[str, LoadedModel] = {}
+        loaded_models: dict[str, Predictor] = {}
         for path in find_checkpoints(config.resolved_model_dir):
-            loaded = load_and_warm(path, device)
-            if loaded.name in loaded_models:
-                raise ValueError(f"two checkpoints are named {loaded.name!r}: {loaded_models[loaded.name].path} and {path}")
-            loaded_models[loaded.name] = loaded
+            predictor = load_and_warm(path, device, config)
+            name = predictor.loaded.name
+            if name in loaded_models:
+                raise ValueError(f"two checkpoints are named {name!r}: {loaded_models[name].loaded.path} and {path}")
+            loaded_models[name] = predictor
         default_name = config.default_model or (
             PREFERRED_DEFAULT if PREFERRED_DEFAULT in loaded_models else sorted(loaded_models)[0]
         )
@@ -129,14 +135,19 @@ class ModelRepository:
                 f"default_model={default_name!r} is not among the loaded models: {', '.join(sorted(loaded_models))}"
             )
         repository.default_name = default_name
-        for loaded in loaded_models.values():
-            repository._models[loaded.name] = repository._serve(loaded)
+        for predictor in loaded_models.values():
+            repository._models[predictor.loaded.name] = repository._serve(predictor)
         return repository
 
-    def _serve(self, loaded: LoadedModel) -> ServedModel:
+    def prepare(self, path: Path) -> Predictor:
+        """load_and_warm with this repository's device and settings (blocking; for hot reload)."""
+        return load_and_warm(path, self.device, self._config)
+
+    def _serve(self, predictor: Predictor) -> ServedModel:
+        loaded = predictor.loaded
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{loaded.name}")
         batcher: MicroBatcher[EncodedText, PredictionResult] = MicroBatcher(
-            lambda batch: predict_encoded(loaded, batch),
+            predictor,
             executor,
             max_batch_size=self._config.max_batch_size,
             max_queue=self._config.max_queue_texts,
@@ -144,7 +155,7 @@ class ModelRepository:
             metrics=self._metrics,
             model_name=loaded.name,
         )
-        return ServedModel(loaded, self.device, executor, batcher, self._metrics)
+        return ServedModel(loaded, predictor, self.device, executor, batcher, self._metrics)
 
     def start(self) -> None:
         """Start every batcher (needs the running event loop) and publish model info."""
@@ -156,9 +167,10 @@ class ModelRepository:
         for served in self._models.values():
             await served.close()
 
-    async def swap(self, loaded: LoadedModel) -> ServedModel | None:
-        """Serve `loaded` under its name from now on; return the replaced model, closed."""
-        served = self._serve(loaded)
+    async def swap(self, predictor: Predictor) -> ServedModel | None:
+        """Serve `predictor`'s model under its name from now on; return the replaced model, closed."""
+        loaded = predictor.loaded
+        served = self._serve(predictor)
         served.batcher.start()
         old = self._models.get(loaded.name)
         self._models[loaded.name] = served  # one assignment: the swap is atomic on the event loop

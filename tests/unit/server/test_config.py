@@ -51,3 +51,14 @@ def test_readme_shows_the_current_table() -> None:
     assert config_table_markdown() in (REPO_ROOT / "README.md").read_text(), (
         "README's configuration table is stale: paste `rnn-sentiment serve --print-config-table`"
     )
+
+
+def test_backend_choices_are_the_model_layers() -> None:
+    from rnn_sentiment.model.backends import BACKENDS as MODEL_BACKENDS
+    from rnn_sentiment.server.config import BACKENDS
+
+    assert BACKENDS == MODEL_BACKENDS
+    with pytest.raises(ValueError, match="backend='tensorrt'"):
+        ServerConfig(backend="tensorrt").validate()
+    with pytest.raises(ValueError, match="onnx_max_batch"):
+        ServerConfig(onnx_max_batch=-1).validate()

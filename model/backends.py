@@ -1,0 +1,144 @@
+"""Which runtime executes Predict's forward: PyTorch, or ONNX Runtime for the small batches.
+
+Measured on the shipped GRU 256 with one CPU thread (bench/onnx_runtime.py, results in
+bench/results/onnx-runtime.md): ONNX Runtime's fused recurrent kernels run a batch of one
+text about 3× faster than PyTorch's CPU GRU, whose per-step operator overhead dominates small
+batches; the advantage shrinks with the batch and turns around near 32 texts, where PyTorch's
+batched matrix products win. So `auto` runs batches of up to `onnx_max_batch` texts on ONNX
+Runtime and larger ones on PyTorch, on CPU only.
+
+ONNX Runtime is a second executor of the same weights, not a second model: the graph is built
+from the loaded module (model/onnx_export.py) and checked against PyTorch on a probe batch
+before it serves; a disagreement above AGREEMENT_TOLERANCE keeps PyTorch (auto) or refuses to
+start (onnxruntime). Trace always runs on PyTorch: it needs the step tensors and gradients.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .checkpoint import LoadedModel
+from .inference import (
+    EncodedText,
+    PredictionResult,
+    padded_batch,
+    predict_encoded,
+    to_predictions,
+)
+from .vocabulary import PAD_ID
+
+__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxForward", "Predictor", "make_predictor"]
+
+BACKENDS = ("auto", "torch", "onnxruntime")
+AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
+# The crossover measured on 2 CPU cores: ≥ 1.4× faster up to 16 texts, even at 32, slower at 64.
+DEFAULT_ONNX_MAX_BATCH = 16
+
+log = logging.getLogger(__name__)
+
+
+class OnnxForward:
+    """An ONNX Runtime session running the network's Predict forward: ids, lengths -> probabilities."""
+
+    def __init__(self, loaded: LoadedModel, threads: int) -> None:
+        import onnxruntime  # the server extra installs it; imported here so torch-only use never needs it
+
+        from .onnx_export import (
+            INPUT_IDS,
+            INPUT_LENGTHS,
+            OUTPUT_PROBABILITIES,
+            build_onnx_model,
+        )
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads  # the same budget torch gets per worker
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not requests
+        model = build_onnx_model(loaded.network)
+        self._session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                                     providers=["CPUExecutionProvider"])
+        self._inputs = (INPUT_IDS, INPUT_LENGTHS)
+        self._outputs = [OUTPUT_PROBABILITIES]
+
+    def probabilities(self, token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """token_ids [B, T] int64, lengths [B] -> probabilities [B, C] float32."""
+        feeds = {self._inputs[0]: token_ids, self._inputs[1]: lengths.astype(np.int32)}
+        return self._session.run(self._outputs, feeds)[0]
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """predict_encoded with the runtime chosen per batch: ONNX Runtime up to onnx_max_batch texts."""
+
+    loaded: LoadedModel
+    onnx: OnnxForward | None = None
+    onnx_max_batch: int = DEFAULT_ONNX_MAX_BATCH
+
+    @property
+    def description(self) -> str:
+        if self.onnx is None:
+            return "torch"
+        return f"onnxruntime for batches of up to {self.onnx_max_batch} texts, torch above"
+
+    def __call__(self, batch: Sequence[EncodedText]) -> list[PredictionResult]:
+        if self.onnx is None or len(batch) > self.onnx_max_batch or not batch:
+            return predict_encoded(self.loaded, batch)
+        tensors = padded_batch(batch)
+        rows = self.onnx.probabilities(tensors.token_ids.numpy(), tensors.lengths.numpy())  # [B, C]
+        return to_predictions(self.loaded.config.labels, rows.tolist(), batch)
+
+
+def make_predictor(loaded: LoadedModel, backend: str, threads: int,
+                   onnx_max_batch: int = DEFAULT_ONNX_MAX_BATCH) -> Predictor:
+    """The Predictor for `backend` (one of BACKENDS), checked against PyTorch before it is returned.
+
+    auto: ONNX Runtime on CPU when it is installed and agrees with PyTorch, else PyTorch alone.
+    onnxruntime: the same, but anything that keeps it from serving is an error (ValueError).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"invalid backend {backend!r}; options are {list(BACKENDS)}")
+    if backend == "torch" or onnx_max_batch < 1:
+        return Predictor(loaded)
+    insist = backend == "onnxruntime"
+    if loaded.device.type != "cpu":
+        if insist:
+            raise ValueError(f"backend onnxruntime runs on CPU only; the model is on {loaded.device}")
+        return Predictor(loaded)
+    try:
+        onnx = OnnxForward(loaded, threads)
+    except ImportError as error:
+        if insist:
+            raise ValueError(f"backend onnxruntime needs the onnxruntime and onnx packages: {error}") from None
+        log.warning("model %s: ONNX Runtime is not installed (%s); serving with torch", loaded.name, error)
+        return Predictor(loaded)
+    difference = _disagreement(loaded, onnx)
+    if difference > AGREEMENT_TOLERANCE:
+        message = (f"model {loaded.name}: ONNX Runtime and torch disagree by {difference:.2e} "
+                   f"(tolerance {AGREEMENT_TOLERANCE:.0e})")
+        if insist:
+            raise ValueError(message)
+        log.warning("%s; serving with torch", message)
+        return Predictor(loaded)
+    return Predictor(loaded, onnx, onnx_max_batch)
+
+
+def _disagreement(loaded: LoadedModel, onnx: OnnxForward) -> float:
+    """Max |p_onnx − p_torch| on a probe batch: rows of lengths 1..8 and one of max_tokens, varied ids."""
+    generator = torch.Generator().manual_seed(0)
+    vocab_size = len(loaded.vocab)
+    lengths = [*range(1, 9), loaded.config.max_tokens]
+    token_ids = torch.full((len(lengths), max(lengths)), PAD_ID, dtype=torch.int64)  # [B, T]
+    for row, length in enumerate(lengths):
+        token_ids[row, :length] = torch.randint(1, vocab_size, (length,), generator=generator)
+    lengths_tensor = torch.tensor(lengths, dtype=torch.int64)
+    with torch.inference_mode():
+        logits = loaded.network(token_ids.to(loaded.device), lengths_tensor).logits
+        expected = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # [B, C]
+    actual = onnx.probabilities(token_ids.numpy(), lengths_tensor.numpy())
+    return float(np.abs(actual - expected).max())

@@ -1,0 +1,171 @@
+"""Build an ONNX graph of a SentimentRNN's Predict forward: ids + lengths -> label probabilities.
+
+Written node by node rather than traced, because the tracing exporters drop what matters here:
+packed sequences. ONNX's recurrent ops (RNN, GRU, LSTM) take `sequence_lens`, so each row stops
+at its own length exactly as pack_padded_sequence makes PyTorch do, and Y_h is the state after
+each row's last real token. Every architecture SentimentRNN builds is covered: rnn/gru/lstm,
+any layer count, bidirectional, pooling last/mean/max/attention.
+
+The weights are the module's own, re-stacked into ONNX's gate order (PyTorch GRU r,z,n ->
+ONNX z,r,h with linear_before_reset=1, which is PyTorch's r * (W_hn h + b_hn); LSTM i,f,g,o ->
+i,o,f,c). The graph is built in memory from the loaded module: no second artifact to ship or
+to drift from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from .network import SentimentRNN
+
+__all__ = ["INPUT_IDS", "INPUT_LENGTHS", "OUTPUT_PROBABILITIES", "OPSET", "build_onnx_model"]
+
+INPUT_IDS = "token_ids"  # [B, T] int64, padded with PAD_ID
+INPUT_LENGTHS = "lengths"  # [B] int32, each in [1, T]
+OUTPUT_PROBABILITIES = "probabilities"  # [B, C] float32, softmax of logits / temperature
+OPSET = 17
+
+_ONNX_OP = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
+# Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
+_GATE_ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}
+
+
+class _Graph:
+    """Accumulates nodes and initializers with unique names."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{hint}_{self._count}"
+
+    def constant(self, hint: str, value: np.ndarray) -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1, **attrs) -> list[str]:
+        names = [self.name(hint or op_type.lower()) for _ in range(outputs)]
+        self.nodes.append(helper.make_node(op_type, inputs, names, **attrs))
+        return names
+
+    def one(self, op_type: str, inputs: list[str], hint: str | None = None, **attrs) -> str:
+        return self.op(op_type, inputs, hint, 1, **attrs)[0]
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu", torch.float32).numpy()
+
+
+def _reordered(weight: torch.Tensor, cell: str, size: int) -> np.ndarray:
+    blocks = weight.detach().split(size, dim=0)
+    return _array(torch.cat([blocks[i] for i in _GATE_ORDER[cell]], dim=0))
+
+
+def _recurrent_layers(graph: _Graph, network: SentimentRNN, sequence: str) -> tuple[str, str]:
+    """All recurrent layers on `sequence` [T, B, I]: (top outputs [T, B, D*H], top final h [D, B, H])."""
+    rnn = network.rnn
+    config = network.config
+    cell, size, directions = config.cell, config.hidden_size, config.num_directions
+    suffixes = ["", "_reverse"][:directions]
+    flatten_last_two = graph.constant("shape_keep2", np.array([0, 0, -1], dtype=np.int64))
+    final = ""
+    for layer in range(config.num_layers):
+        def stacked(kind: str, layer: int = layer) -> np.ndarray:  # both directions: [D, ...]
+            return np.stack([_reordered(getattr(rnn, f"{kind}_l{layer}{s}"), cell, size) for s in suffixes])
+
+        w, r = stacked("weight_ih"), stacked("weight_hh")  # [D, G*H, I], [D, G*H, H]
+        if rnn.bias:
+            b = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)  # [D, 2*G*H]
+        else:
+            b = np.zeros((directions, 2 * w.shape[1]), dtype=np.float32)
+        attrs: dict = {"hidden_size": size, "direction": "bidirectional" if directions == 2 else "forward"}
+        if cell == "gru":
+            attrs["linear_before_reset"] = 1
+        elif cell == "rnn":
+            attrs["activations"] = ["Tanh"] * directions
+        inputs = [sequence, graph.constant("W", w), graph.constant("R", r), graph.constant("B", b), INPUT_LENGTHS]
+        outputs = graph.op(_ONNX_OP[cell], inputs, f"{cell}_l{layer}", outputs=3 if cell == "lstm" else 2, **attrs)
+        y, final = outputs[0], outputs[1]  # Y [T, D, B, H], Y_h [D, B, H]
+        # [T, D, B, H] -> [T, B, D, H] -> [T, B, D*H]: the next layer's input, directions concatenated.
+        sequence = graph.one("Reshape", [graph.one("Transpose", [y], perm=[0, 2, 1, 3]), flatten_last_two])
+    return sequence, final
+
+
+def _length_mask(graph: _Graph) -> str:
+    """[B, T] bool: True where t < length (a real token)."""
+    shape = graph.one("Shape", [INPUT_IDS])
+    steps = graph.one("Gather", [shape, graph.constant("one", np.array(1, dtype=np.int64))], axis=0)
+    positions = graph.one("Range", [graph.constant("zero", np.array(0, dtype=np.int64)), steps,
+                                    graph.constant("one", np.array(1, dtype=np.int64))])  # [T]
+    lengths = graph.one("Unsqueeze", [graph.one("Cast", [INPUT_LENGTHS], to=TensorProto.INT64),
+                                      graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, 1]
+    return graph.one("Less", [graph.one("Unsqueeze", [positions, graph.constant("axis0", np.array([0], dtype=np.int64))]),
+                              lengths])  # [1, T] < [B, 1] -> [B, T]
+
+
+def _pooled(graph: _Graph, network: SentimentRNN, outputs: str, final: str) -> str:
+    """The pooled representation [B, D*H], as SentimentRNN._pool computes it."""
+    pooling = network.config.pooling
+    if pooling == "last":
+        # Y_h [D, B, H] -> [B, D, H] -> [B, D*H]: forward final then backward final, as torch.cat does.
+        return graph.one("Reshape", [graph.one("Transpose", [final], perm=[1, 0, 2]),
+                                     graph.constant("shape_flat", np.array([0, -1], dtype=np.int64))])
+    by_row = graph.one("Transpose", [outputs], perm=[1, 0, 2])  # [B, T, D*H]
+    mask = _length_mask(graph)  # [B, T]
+    if pooling == "attention":
+        attention = network.attention
+        assert attention is not None
+        projected = graph.one("Add", [graph.one("MatMul", [by_row, graph.constant("Wp", _array(attention.project.weight).T)]),
+                                      graph.constant("bp", _array(attention.project.bias))])  # [B, T, D*H]
+        scores = graph.one("MatMul", [graph.one("Tanh", [projected]),
+                                      graph.constant("v", _array(attention.score.weight).T)])  # [B, T, 1]
+        scores = graph.one("Squeeze", [scores, graph.constant("axis_last", np.array([-1], dtype=np.int64))])  # [B, T]
+        scores = graph.one("Where", [mask, scores, graph.constant("neg_inf", np.array(-np.inf, dtype=np.float32))])
+        weights = graph.one("Softmax", [scores], axis=-1)  # [B, T]
+        weights = graph.one("Unsqueeze", [weights, graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, 1, T]
+        return graph.one("Squeeze", [graph.one("MatMul", [weights, by_row]),
+                                     graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, D*H]
+    mask3 = graph.one("Unsqueeze", [mask, graph.constant("axis_last", np.array([-1], dtype=np.int64))])  # [B, T, 1]
+    if pooling == "max":
+        masked = graph.one("Where", [mask3, by_row, graph.constant("neg_inf", np.array(-np.inf, dtype=np.float32))])
+        return graph.one("ReduceMax", [masked], axes=[1], keepdims=0)  # [B, D*H]
+    # mean: padded steps must count as zero whatever the runtime leaves in Y there.
+    masked = graph.one("Where", [mask3, by_row, graph.constant("zero_f", np.array(0.0, dtype=np.float32))])
+    total = graph.one("ReduceSum", [masked, graph.constant("axis1", np.array([1], dtype=np.int64))], keepdims=0)
+    counts = graph.one("Unsqueeze", [graph.one("Cast", [INPUT_LENGTHS], to=TensorProto.FLOAT),
+                                     graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, 1]
+    return graph.one("Div", [total, counts])
+
+
+def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
+    """The Predict forward of `network` (eval mode: no dropout) as a checked ONNX model."""
+    graph = _Graph()
+    embedded = graph.one("Gather", [graph.constant("embedding", _array(network.embedding.weight)), INPUT_IDS])  # [B, T, E]
+    sequence = graph.one("Transpose", [embedded], perm=[1, 0, 2])  # [T, B, E]: ONNX recurrences are time-major
+    outputs, final = _recurrent_layers(graph, network, sequence)
+    pooled = _pooled(graph, network, outputs, final)
+    logits = graph.one("Gemm", [pooled, graph.constant("classifier_w", _array(network.classifier.weight)),
+                                graph.constant("classifier_b", _array(network.classifier.bias))], transB=1)
+    logits = graph.one("Div", [logits, graph.constant("temperature", np.array(network.config.temperature, dtype=np.float32))])
+    graph.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], axis=-1))
+    labels = len(network.config.labels)
+    model = helper.make_model(
+        helper.make_graph(
+            graph.nodes, f"{network.config.cell}_sentiment",
+            inputs=[helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "steps"]),
+                    helper.make_tensor_value_info(INPUT_LENGTHS, TensorProto.INT32, ["batch"])],
+            outputs=[helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", labels])],
+            initializer=graph.initializers,
+        ),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="rnn-sentiment",
+    )
+    onnx.checker.check_model(model)
+    return model

@@ -1,0 +1,102 @@
+"""ONNX Runtime as Predict's executor: the same probabilities as torch for every architecture."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, Predictor, make_predictor
+from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
+from rnn_sentiment.model.inference import encode_texts, predict_encoded
+
+pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
+
+SHIPPED = Path(__file__).resolve().parents[3] / "model" / "checkpoints"
+TEXTS = ["the movie is not good .", "great", "boring boring plot but great acting and fun", "it 's bad",
+         "a movie", "not bad at all , the acting is great and the plot is fun but it 's not great ."]
+
+
+def _loaded(network, vocab) -> LoadedModel:
+    return LoadedModel(name="tiny", version="1", config=network.config, training=None, vocab=vocab,
+                       network=network, sha256="", path=Path("."))
+
+
+ARCHITECTURES = [
+    dict(cell=cell, num_layers=layers, bidirectional=bidirectional, pooling=pooling)
+    for cell, layers, bidirectional, pooling in itertools.product(
+        ("rnn", "gru", "lstm"), (1, 2), (False, True), ("last", "mean", "max", "attention"))
+]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES, ids=lambda a: "-".join(str(v) for v in a.values()))
+def test_onnx_runtime_agrees_with_torch_on_a_mixed_length_batch(vocab, tiny_network, architecture):
+    network = tiny_network(len(vocab), seed=3, temperature=1.7, **architecture)
+    loaded = _loaded(network, vocab)
+    predictor = make_predictor(loaded, "onnxruntime", threads=1, onnx_max_batch=64)
+    assert predictor.onnx is not None
+    batch = encode_texts(TEXTS, vocab, 128)
+    expected = torch.tensor([r.probabilities for r in predict_encoded(loaded, batch)])
+    actual = torch.tensor([r.probabilities for r in predictor(batch)])
+    torch.testing.assert_close(actual, expected, rtol=0, atol=AGREEMENT_TOLERANCE)
+    # Each row alone gives what it gave in the batch: padding never leaks into a shorter row.
+    for index, item in enumerate(batch):
+        alone = torch.tensor(predictor([item])[0].probabilities)
+        torch.testing.assert_close(alone, actual[index], rtol=0, atol=AGREEMENT_TOLERANCE)
+
+
+@pytest.mark.parametrize("name", ["sst2-gru", "sst2-rnn"])
+def test_shipped_checkpoints_agree_to_1e_5(name):
+    loaded = load_checkpoint(SHIPPED / name)
+    predictor = make_predictor(loaded, "onnxruntime", threads=1, onnx_max_batch=64)
+    batch = encode_texts(TEXTS * 3, loaded.vocab, loaded.config.max_tokens)
+    expected = torch.tensor([r.probabilities for r in predict_encoded(loaded, batch)])
+    actual = torch.tensor([r.probabilities for r in predictor(batch)])
+    torch.testing.assert_close(actual, expected, rtol=0, atol=AGREEMENT_TOLERANCE)
+    assert [r.label for r in predictor(batch)] == [r.label for r in predict_encoded(loaded, batch)]
+
+
+def test_batches_above_the_limit_run_on_torch(vocab, tiny_network, monkeypatch):
+    loaded = _loaded(tiny_network(len(vocab)), vocab)
+    predictor = make_predictor(loaded, "auto", threads=1, onnx_max_batch=2)
+    assert predictor.onnx is not None
+
+    def refuse(token_ids, lengths):
+        raise AssertionError(f"a batch of {len(lengths)} texts (limit 2) reached ONNX Runtime")
+
+    monkeypatch.setattr(predictor.onnx, "probabilities", refuse)
+    assert len(predictor(encode_texts(TEXTS[:3], vocab, 128))) == 3  # torch answered
+    with pytest.raises(AssertionError, match="reached ONNX Runtime"):
+        predictor(encode_texts(TEXTS[:2], vocab, 128))  # at the limit: ONNX Runtime
+
+
+def test_torch_backend_and_a_zero_limit_never_build_a_session(vocab, tiny_network):
+    loaded = _loaded(tiny_network(len(vocab)), vocab)
+    assert make_predictor(loaded, "torch", threads=1).onnx is None
+    assert make_predictor(loaded, "auto", threads=1, onnx_max_batch=0).onnx is None
+    assert make_predictor(loaded, "torch", threads=1).description == "torch"
+
+
+def test_a_disagreeing_session_is_refused(vocab, tiny_network, monkeypatch):
+    """The probe catches a graph that does not compute what torch computes."""
+    from rnn_sentiment.model import backends
+
+    loaded = _loaded(tiny_network(len(vocab)), vocab)
+    real = backends.OnnxForward.probabilities
+    monkeypatch.setattr(backends.OnnxForward, "probabilities",
+                        lambda self, ids, lengths: real(self, ids, lengths)[:, ::-1].copy())
+    with pytest.raises(ValueError, match="disagree"):
+        make_predictor(loaded, "onnxruntime", threads=1)
+    assert make_predictor(loaded, "auto", threads=1).onnx is None  # auto keeps serving, on torch
+
+
+def test_unknown_backend_is_refused(vocab, tiny_network):
+    with pytest.raises(ValueError, match="options are"):
+        make_predictor(_loaded(tiny_network(len(vocab)), vocab), "tensorrt", threads=1)
+
+
+def test_predictor_without_onnx_is_predict_encoded(vocab, tiny_network):
+    loaded = _loaded(tiny_network(len(vocab)), vocab)
+    batch = encode_texts(TEXTS, vocab, 128)
+    assert Predictor(loaded)(batch) == predict_encoded(loaded, batch)
