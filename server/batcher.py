@@ -86,6 +86,8 @@ class MicroBatcher(Generic[Item, Result]):
         self._set_depth()
         self._wakeup.set()
         try:
+            if len(entries) == 1:  # the common case: no gathering future to build
+                return [await entries[0].future]
             return list(await asyncio.gather(*(e.future for e in entries)))
         except BaseException:
             # A failed or cancelled caller frees its other texts' places in the next batch.

@@ -22,6 +22,9 @@ from .metrics import ServerMetrics
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
+# Set for a call that brought no id: the log filter makes one up the first time the call logs,
+# so the many calls that never log never pay for a random id.
+_ID_WHEN_LOGGED = "\0"
 
 access_log = logging.getLogger("rnn_sentiment.server.access")
 
@@ -39,6 +42,9 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         request_id = current_request_id.get()
+        if request_id == _ID_WHEN_LOGGED:
+            request_id = uuid.uuid4().hex
+            current_request_id.set(request_id)  # the call's later lines carry the same id
         if request_id:
             record.fields = {**getattr(record, "fields", {}), "request_id": request_id}
         return True
@@ -100,7 +106,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             caller_request_id = request_id_of(context)
             # Each call runs in its own task and context, so the id cannot leak between calls.
-            current_request_id.set(caller_request_id or uuid.uuid4().hex)
+            current_request_id.set(caller_request_id or _ID_WHEN_LOGGED)
             if caller_request_id:
                 await context.send_initial_metadata(((REQUEST_ID_KEY, caller_request_id),))
             try:

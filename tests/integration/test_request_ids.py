@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import grpc
 
@@ -30,6 +31,10 @@ def test_request_id_is_echoed_and_logged() -> None:
                 assert ("x-request-id", "bad-456") in error.initial_metadata()
             else:
                 raise AssertionError("a blank text must fail")
+            try:  # no id sent: the server makes one up for the log line
+                stub.Predict(pb.PredictRequest(texts=["\t"]), timeout=30)
+            except grpc.RpcError as error:
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         assert server.stop() == 0
     log = server.log()
@@ -37,3 +42,5 @@ def test_request_id_is_echoed_and_logged() -> None:
     server.log_path.unlink()
     failures = [json.loads(line) for line in log.splitlines() if line.startswith("{") and '"rpc"' in line]
     assert any(r["request_id"] == "bad-456" and r["code"] == "INVALID_ARGUMENT" for r in failures), log
+    made_up = [r["request_id"] for r in failures if r["request_id"] != "bad-456"]
+    assert len(made_up) == 1 and re.fullmatch(r"[0-9a-f]{32}", made_up[0]), log
