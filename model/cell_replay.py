@@ -41,6 +41,9 @@ class CellReplay:
     gates: dict[str, Tensor] = field(default_factory=dict)  # name -> [T, H] activations at token t
     cell: Tensor | None = None  # [T, H] LSTM cell state after token t
     candidate: Tensor | None = None  # [T, H] GRU n_t / LSTM g_t (kept for reconstructed())
+    # Kept for the hand-written backward pass (replay_backward), which would otherwise redo them:
+    input_projection: Tensor | None = None  # [T, G*H] W_ih x_t, without bias
+    recurrent_projection: Tensor | None = None  # [T, G*H] W_hh h_before_t + b_hh
 
     def previous(self, values: Tensor) -> Tensor:
         """The value before each token in this direction's reading order (zeros before the first)."""
@@ -120,11 +123,12 @@ def _replay_gates(rnn: nn.RNNBase, cell: str, suffix: str, inputs: Tensor, repla
     size = rnn.hidden_size
     w_ih = getattr(rnn, "weight_ih" + suffix)  # [G*H, I]
     w_hh = getattr(rnn, "weight_hh" + suffix)  # [G*H, H]
-    x = inputs @ w_ih.T  # [T, G*H]
+    replay.input_projection = x = inputs @ w_ih.T  # [T, G*H]
     h = replay.previous(replay.hidden) @ w_hh.T  # [T, G*H]
     if rnn.bias:
         x = x + getattr(rnn, "bias_ih" + suffix)
         h = h + getattr(rnn, "bias_hh" + suffix)
+    replay.recurrent_projection = h
     if cell == "rnn":
         replay.candidate = torch.tanh(x + h)  # [T, H]
     elif cell == "gru":

@@ -138,6 +138,11 @@ class SentimentRNN(nn.Module):
             attention=attention if return_steps else None,
         )
 
+    def classify_encoded(self, encoded: EncodedSequence, lengths: Tensor) -> Tensor:
+        """forward()'s pooling and classifier alone on an encoded batch: logits [B, C]. Lets a caller
+        differentiate the answer with respect to the recurrence's outputs without re-running it."""
+        return self._classify(encoded, lengths, return_steps=False).logits
+
     def classify_pooled(self, pooled: Tensor) -> Tensor:
         """Logits for an already pooled representation [B, H*D] (e.g. a zero 'no evidence' state)."""
         return self.classifier(pooled) / self.config.temperature  # [B, C]

@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 import torch
 
 from .attribution import (
-    MemorySummary, gradient_x_input, integrated_gradients, memory_profile, occlusion, summarise_memory,
+    MemorySummary, integrated_gradients, memory_profile, occlusion, summarise_memory,
 )
 from .cell_replay import DIRECTIONS, GATES, CellReplay, replay_cells
 from .checkpoint import LoadedModel
 from .inference import EncodedText, PredictionResult, positive_index, to_prediction
+from .replay_backward import replayed_gradient_x_input
 
 __all__ = [
     "ATTRIBUTION_METHODS", "DEFAULT_INTEGRATED_GRADIENTS_STEPS", "MAX_INTEGRATED_GRADIENTS_STEPS",
@@ -131,7 +132,8 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
     target = labels.index(prediction.label)
     top = network.config.num_layers - 1
     layers = list(range(network.config.num_layers)) if options.all_layers else [top]
-    replays = [r for r in replay_cells(network, ids, top_outputs) if r.layer in layers]
+    every_replay = replay_cells(network, ids, top_outputs)  # all layers: gradient × input reuses them
+    replays = [r for r in every_replay if r.layer in layers]
     memory = memory_profile(network, ids, layers) if options.memory else None
     cells = [_cell_steps(replay, network.config.cell, memory) for replay in replays]  # [cell][T]
     top_memory = None
@@ -163,7 +165,7 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
         baseline=tuple(float(p) for p in baseline),
         attention=attention,
         attributions=[
-            _attribution(method, loaded, ids, target, probabilities, baseline, options)
+            _attribution(method, loaded, ids, target, probabilities, baseline, options, every_replay)
             for method in dict.fromkeys(options.attributions)  # each method once, first order kept
         ],
         memory=summarise_memory(top_memory) if top_memory is not None else None,
@@ -193,14 +195,17 @@ def _cell_steps(replay: CellReplay, cell: str, memory: dict[tuple[int, int], tor
 
 
 def _attribution(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int,
-                 probabilities: torch.Tensor, baseline: torch.Tensor, options: TraceOptions) -> Attribution:
+                 probabilities: torch.Tensor, baseline: torch.Tensor, options: TraceOptions,
+                 replays: list[CellReplay]) -> Attribution:
     label = loaded.config.labels[target]
     network = loaded.network
     if method == "prefix":
         answers = torch.cat([baseline[target].view(1), probabilities[:, target]])  # [T+1]
         return Attribution(method, (answers[1:] - answers[:-1]).tolist(), label)
     if method == "gradient_x_input":
-        return Attribution(method, gradient_x_input(network, ids, target).cpu().tolist(), label)
+        # On CPU a hand-written backward through the gates replayed above (autograd elsewhere).
+        scores = replayed_gradient_x_input(network, ids, target, replays)
+        return Attribution(method, scores.cpu().tolist(), label)
     if method == "occlusion":
         return Attribution(method, occlusion(network, ids, target).cpu().tolist(), label)
     steps = options.integrated_gradients_steps
