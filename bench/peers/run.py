@@ -28,7 +28,8 @@ from .mlserver import MODEL_INFER, MLServerConfig, model_infer_request, start_ml
 from .torchserve import PREDICTIONS, TorchServeConfig, predictions_request, start_torchserve
 
 VENV = BENCH_DIR / ".peers-venv"
-DEFAULT_OURS = ("--workers 1", "--workers 2")
+# The default on 2 cores, and the same with the peers' executor (torch) for a like-for-like row.
+DEFAULT_OURS = ("--workers 2", "--workers 2 --backend torch")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -43,7 +44,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     parser.add_argument("--concurrency", default=None, help="comma-separated concurrencies (default 1,8,32,128)")
     parser.add_argument("--ours", action="append", default=None, metavar="FLAGS",
-                        help='our server configurations (repeatable; default: "" and "--workers 2")')
+                        help='our server configurations (repeatable; default: "--workers 2" and "--workers 2 --backend torch")')
     return parser.parse_args(argv)
 
 
@@ -148,9 +149,10 @@ def render(document: dict) -> str:
         f"load average at start {machine['loadavg_at_start']:.2f}",
         f"- command: `{document['command']}`",
         *(f"- note: {note}" for note in document.get("notes", [])),
-        f"- every server serves `{document['checkpoint']}` through the same `encode_texts` + `predict_encoded`; "
-        "one-text requests; the peers with their batching on (batch 32, 5 ms) and WARN logging, "
-        "torch 1 thread per worker",
+        f"- every server serves `{document['checkpoint']}`: the peers through `encode_texts` + `predict_encoded` "
+        "(torch), ours with its `--backend` (default auto: ONNX Runtime for batches of up to 16 texts, torch "
+        "above; `--backend torch` is the like-for-like row); one-text requests; the peers with their batching "
+        "on (batch 32, 5 ms) and WARN logging; 1 intra-op thread per worker",
         f"- load generator: {document['load_generator']}, one connection per caller up to 32; warm-up "
         f"{document['settings']['warmup_s']:g} s, then {document['settings']['duration_s']:g} s measured per row; "
         "errors: non-200, failed streams, or a 200 without a whole gRPC message; all servers started first, "
