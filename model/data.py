@@ -26,6 +26,9 @@ class Batch:
     token_ids: Tensor  # [B, T] int64, PAD_ID after each row's length
     lengths: Tensor  # [B] int64 on CPU
     labels: Tensor  # [B] int64
+    # [B] int64 positions of the rows in the example list they came from, so per-example
+    # targets computed once up front (a teacher's soft labels) can follow a shuffled batch.
+    indices: Tensor | None = None
 
 
 def read_sst_tsv(path: str | Path) -> list[Example]:
@@ -47,13 +50,14 @@ def read_sst_tsv(path: str | Path) -> list[Example]:
     return examples
 
 
-def make_batch(id_lists: list[list[int]], labels: list[int]) -> Batch:
+def make_batch(id_lists: list[list[int]], labels: list[int], indices: list[int] | None = None) -> Batch:
     """Pad id lists to the longest one."""
     lengths = torch.tensor([len(ids) for ids in id_lists], dtype=torch.int64)  # [B]
     token_ids = torch.full((len(id_lists), int(lengths.max())), PAD_ID, dtype=torch.int64)  # [B, T]
     for row, ids in enumerate(id_lists):
         token_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    return Batch(token_ids=token_ids, lengths=lengths, labels=torch.tensor(labels, dtype=torch.int64))
+    return Batch(token_ids=token_ids, lengths=lengths, labels=torch.tensor(labels, dtype=torch.int64),
+                 indices=None if indices is None else torch.tensor(indices, dtype=torch.int64))
 
 
 def length_bucketed_batches(examples: list[Example], vocab: Vocabulary, batch_size: int,
@@ -79,5 +83,5 @@ def length_bucketed_batches(examples: list[Example], vocab: Vocabulary, batch_si
     for group in groups:
         ids = [vocab.encode(examples[i].tokens[:max_tokens] if max_tokens else examples[i].tokens)
                for i in group]
-        batches.append(make_batch(ids, [examples[i].label for i in group]))
+        batches.append(make_batch(ids, [examples[i].label for i in group], group))
     return batches

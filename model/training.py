@@ -21,7 +21,8 @@ from torch import Tensor, nn
 
 from .checkpoint import save_checkpoint
 from .config import CELLS, POOLINGS, ModelConfig, TrainingRecord
-from .data import Batch, length_bucketed_batches, read_sst_tsv
+from .data import Batch, Example, length_bucketed_batches, read_sst_tsv
+from .distillation import OnlineTeachers, distillation_loss, teacher_probabilities
 from .metrics import classification_metrics
 from .network import SentimentRNN
 from .vocabulary import PAD_ID, UNK_ID, Vocabulary
@@ -72,6 +73,15 @@ class TrainConfig:
     weights_dtype: str = "float16"  # halves the checkpoint; dev accuracy is measured after rounding
     calibrate: bool = True  # fit ModelConfig.temperature on dev NLL
     time_limit_seconds: float | None = None  # stop at the next evaluation after this long
+    # Checkpoint directories of trained networks whose averaged, softened probabilities the
+    # network also learns from (knowledge distillation, model/distillation.py). Any cell,
+    # size or vocabulary; none by default (gold labels only).
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.5  # share of the teachers' soft term in the loss; the rest is gold CE
+    distill_temperature: float = 2.0  # softens teacher and student alike before they are compared
+    # Ask the teachers about every batch as the student sees it (after word dropout) instead
+    # of once about the clean phrases: slower (teacher forwards each step), labels new inputs.
+    distill_online: bool = False
 
     def model_config(self) -> ModelConfig:
         return ModelConfig(
@@ -116,6 +126,9 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
             raise ValueError(f"label {example.label} outside 0..{num_classes - 1}")
 
     vocab = Vocabulary.build((e.tokens for e in train_examples), config.min_freq, config.max_vocab)
+    soft_targets, teacher_summary = _teacher_targets(config, train_examples, dev_examples, model_config)
+    online = (OnlineTeachers(config.teachers, vocab, model_config.labels, config.distill_temperature)
+              if config.teachers and config.distill_online else None)
     network = SentimentRNN(model_config, len(vocab))
     dev_batches = length_bucketed_batches(dev_examples, vocab, 256, max_tokens=config.max_tokens)
 
@@ -125,7 +138,6 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
     optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _warmup_cosine(max(1, int(config.warmup_fraction * total_steps)), total_steps))
-    loss_function = nn.CrossEntropyLoss()
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -139,13 +151,22 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
     with (output_dir / LOG_FILE).open("w", encoding="utf-8") as log:
         _log(log, event="start", config=dataclasses.asdict(config), vocab_size=len(vocab),
              train_examples=len(train_examples), dev_examples=len(dev_examples),
-             parameters=sum(p.numel() for p in network.parameters()))
+             parameters=sum(p.numel() for p in network.parameters()), **teacher_summary)
         for epoch in range(config.epochs):
             network.train()
             for batch in length_bucketed_batches(train_examples, vocab, config.batch_size, rng,
                                                  max_tokens=config.max_tokens):
                 token_ids = _drop_words(batch.token_ids, config.word_dropout)  # [B, T]
-                loss = loss_function(network(token_ids, batch.lengths).logits, batch.labels)
+                logits = network(token_ids, batch.lengths).logits  # [B, C]
+                if online is not None:
+                    loss = distillation_loss(logits, batch.labels, online.probabilities(token_ids, batch.lengths),
+                                             config.distill_weight, config.distill_temperature)
+                elif soft_targets is None:
+                    loss = nn.functional.cross_entropy(logits, batch.labels)
+                else:
+                    assert batch.indices is not None
+                    loss = distillation_loss(logits, batch.labels, soft_targets[batch.indices],
+                                             config.distill_weight, config.distill_temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
@@ -219,6 +240,31 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
     return record
 
 
+def _teacher_targets(config: TrainConfig, train_examples: list[Example], dev_examples: list[Example],
+                     model_config: ModelConfig) -> tuple[Tensor | None, dict[str, Any]]:
+    """The teachers' soft labels for the training examples [N, C], and what to log about them."""
+    if not config.teachers:
+        return None, {}
+    if not 0.0 <= config.distill_weight <= 1.0:
+        raise ValueError(f"distill_weight must be in [0, 1], got {config.distill_weight}")
+    started = time.monotonic()
+    # Online distillation asks the teachers during training; this pass then only reports.
+    on_train = teacher_probabilities(config.teachers, train_examples, model_config.labels,
+                                     config.distill_temperature) if not config.distill_online else None
+    # Dev accuracy of the teachers is logged so a run shows how far the student is from them;
+    # it is never used for training (temperature 1: the ensemble as it would be served).
+    on_dev = teacher_probabilities(config.teachers, dev_examples, model_config.labels)
+    summary = {
+        "teacher_dev_accuracies": [round(a, 5) for a in on_dev.accuracies],
+        "teacher_ensemble_dev_accuracy": round(on_dev.ensemble_accuracy, 5),
+        "teacher_seconds": round(time.monotonic() - started, 1),
+    }
+    if on_train is None:
+        return None, summary
+    summary["teacher_ensemble_train_accuracy"] = round(on_train.ensemble_accuracy, 5)
+    return on_train.probabilities, summary
+
+
 def fit_temperature(logits: Tensor, labels: Tensor) -> float:
     """The single temperature minimising dev NLL (Guo et al. 2017), by a log-spaced grid search.
 
@@ -270,6 +316,14 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fit a softmax temperature on dev (default: on)")
     parser.add_argument("--time-limit", dest="time_limit_seconds", type=float, default=d.time_limit_seconds,
                         help="seconds; stop at the next dev evaluation after this long")
+    parser.add_argument("--teachers", nargs="+", default=list(d.teachers), metavar="DIR",
+                        help="checkpoint directories to distil from (default: none, gold labels only)")
+    parser.add_argument("--distill-weight", type=float, default=d.distill_weight,
+                        help="share of the teachers' soft-label loss, 0..1 (default: %(default)s)")
+    parser.add_argument("--distill-temperature", type=float, default=d.distill_temperature,
+                        help="softmax temperature for teacher and student soft labels (default: %(default)s)")
+    parser.add_argument("--distill-online", action=argparse.BooleanOptionalAction, default=d.distill_online,
+                        help="teachers label each batch after word dropout, not the clean phrases once (default: off)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -284,7 +338,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         evals_per_epoch=args.evals_per_epoch, seed=args.seed, deterministic=args.deterministic,
         min_freq=args.min_freq, max_vocab=args.max_vocab, max_train_examples=args.max_train_examples,
         threads=args.threads, weights_dtype=args.weights_dtype, calibrate=args.calibrate,
-        time_limit_seconds=args.time_limit_seconds,
+        time_limit_seconds=args.time_limit_seconds, teachers=tuple(args.teachers),
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature,
+        distill_online=args.distill_online,
     )
 
 
