@@ -147,6 +147,9 @@ def test_compose_stack_builds_serves_and_is_scraped(docker_engine: str) -> None:
             state = json.loads(run([docker, "inspect", container], timeout=30).stdout)[0]["State"]
             assert state["Health"]["Status"] == "healthy", (service, state["Health"])
         assert compose_run("exec", "-T", "rnn-sentiment-1", "id", "-u", timeout=60).stdout.strip() == "10001"
+        # The image carries ONNX Runtime, and the server chose it for small batches after its check.
+        replica_log = compose_run("logs", "--no-color", "rnn-sentiment-1", timeout=60).stdout
+        assert "Predict runs on onnxruntime" in replica_log, replica_log[-3000:]
 
         # ---- Predict through the nginx container reaches both replica containers ----
         metrics_urls = [f"http://{metrics}/metrics" for _, metrics in replicas]
