@@ -10,7 +10,9 @@ Runtime and larger ones on PyTorch, on CPU only.
 ONNX Runtime is a second executor of the same weights, not a second model: the graph is built
 from the loaded module (model/onnx_export.py) and checked against PyTorch on a probe batch
 before it serves; a disagreement above AGREEMENT_TOLERANCE keeps PyTorch (auto) or refuses to
-start (onnxruntime). Trace always runs on PyTorch: it needs the step tensors and gradients.
+start (onnxruntime). A trace of a unidirectional network takes its recurrence from the same
+session (every layer's step states, OnnxForward.step_states) and does the rest on PyTorch: the
+gates, gradients and answers per prefix; a bidirectional one runs on PyTorch throughout.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from .inference import (
     predict_encoded,
     to_predictions,
 )
+from .trace import StepStates
 from .vocabulary import PAD_ID
 
 __all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxForward", "Predictor", "make_predictor"]
@@ -53,6 +56,7 @@ class OnnxForward:
             INPUT_LENGTHS,
             OUTPUT_PROBABILITIES,
             build_onnx_model,
+            layer_states_output,
         )
 
         options = onnxruntime.SessionOptions()
@@ -65,11 +69,29 @@ class OnnxForward:
                                                      providers=["CPUExecutionProvider"])
         self._inputs = (INPUT_IDS, INPUT_LENGTHS)
         self._outputs = [OUTPUT_PROBABILITIES]
+        self._step_outputs = [OUTPUT_PROBABILITIES] + [layer_states_output(layer)
+                                                       for layer in range(loaded.config.num_layers)]
 
     def probabilities(self, token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """token_ids [B, T] int64, lengths [B] -> probabilities [B, C] float32."""
         feeds = {self._inputs[0]: token_ids, self._inputs[1]: lengths.astype(np.int32)}
         return self._session.run(self._outputs, feeds)[0]
+
+    def step_states(self, token_ids: Sequence[int]) -> StepStates:
+        """One text's recurrence: every layer's states [1, T, D*H] and its probabilities [C].
+
+        Layer states come out time-major [T, D, 1, H]; with one text and one direction that is
+        [T, H] in memory already, so the view is free. Both directions would need a copy
+        (D before H), and a trace of a bidirectional network does not use them anyway.
+        """
+        ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)  # [1, T]
+        steps = ids.shape[1]
+        probabilities, *layers = self._session.run(
+            self._step_outputs, {self._inputs[0]: ids, self._inputs[1]: np.array([steps], dtype=np.int32)})
+        return StepStates(
+            layers=[torch.from_numpy(y).permute(2, 0, 1, 3).reshape(1, steps, -1) for y in layers],  # [1, T, D*H]
+            probabilities=torch.from_numpy(probabilities[0]),  # [C]
+        )
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,13 @@ class Predictor:
         tensors = padded_batch(batch)
         rows = self.onnx.probabilities(tensors.token_ids.numpy(), tensors.lengths.numpy())  # [B, C]
         return to_predictions(self.loaded.config.labels, rows.tolist(), batch)
+
+    def step_states(self, encoded: EncodedText) -> StepStates | None:
+        """The recurrence of one text from ONNX Runtime for trace_text, or None where the trace
+        must run its own: no session, or a bidirectional network (its prefixes need a batch)."""
+        if self.onnx is None or self.loaded.config.bidirectional:
+            return None
+        return self.onnx.step_states(encoded.ids)
 
 
 def make_predictor(loaded: LoadedModel, backend: str, threads: int,

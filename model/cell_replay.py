@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -68,12 +69,15 @@ class CellReplay:
         return self.candidate
 
 
-def replay_cells(network: SentimentRNN, token_ids: Tensor, top_outputs: Tensor | None = None) -> list[CellReplay]:
+def replay_cells(network: SentimentRNN, token_ids: Tensor, top_outputs: Tensor | None = None,
+                 layer_outputs: Sequence[Tensor] | None = None) -> list[CellReplay]:
     """Every layer and direction of one text's recurrence, ordered layer then direction.
 
     token_ids: [T] one unpadded text. Starts from the zero state, as predict does.
     top_outputs: the network's own top-layer states [1, T, H*D] for this text, when the caller
     has them already; a one-layer network then needs no extra recurrent pass.
+    layer_outputs: every layer's states [1, T, H*D], bottom first, when the caller has them all
+    (a trace fed by ONNX Runtime): then no recurrent pass runs here at all.
     """
     cell = network.config.cell
     size = network.config.hidden_size
@@ -85,7 +89,9 @@ def replay_cells(network: SentimentRNN, token_ids: Tensor, top_outputs: Tensor |
                 # On CUDA the shared weights are views into the parent's flat buffer; cuDNN warns
                 # that it compacts them per call. Correct, and only a trace pays for it.
                 warnings.filterwarnings("ignore", message=".*contiguous chunk of memory.*")
-                if top_outputs is not None and layer == len(_layer_modules(network)) - 1:
+                if layer_outputs is not None:
+                    outputs = layer_outputs[layer]  # [1, T, H*D]
+                elif top_outputs is not None and layer == len(_layer_modules(network)) - 1:
                     outputs = top_outputs  # [1, T, H*D]
                 else:
                     outputs, _ = module(layer_input)  # [1, T, H*D] one sequence, no padding: no packing needed

@@ -167,7 +167,20 @@ class SentimentRNN(nn.Module):
             return RNNOutput(logits=output.logits, final_state=output.final_state,
                              step_hidden=output.step_hidden[-1:], attention=attention)
         encoded = self.encode(token_ids.unsqueeze(0), torch.tensor([steps]))
-        outputs = encoded.outputs[0]  # [T, H] (unidirectional: H*D = H)
+        logits, attention = self.prefix_logits(encoded.outputs[0])
+        return RNNOutput(logits=logits, final_state=encoded.final_state, step_hidden=encoded.outputs,
+                         attention=attention)
+
+    def prefix_logits(self, outputs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Unidirectional only: the logits of every prefix [T, C] from ONE text's top-layer states
+        outputs [T, H], and the full text's attention weights [1, T] (pooling "attention", else None).
+
+        forward_prefixes' one-pass half, apart so that states computed by another runtime
+        (ONNX Runtime, for a trace) get exactly the same pooling and classifier.
+        """
+        if self.config.bidirectional:
+            raise ValueError("prefix_logits needs a unidirectional network: a backward state depends on the suffix")
+        steps = outputs.shape[0]
         attention = None
         pooling = self.config.pooling
         if pooling == "last":
@@ -182,9 +195,7 @@ class SentimentRNN(nn.Module):
             mask = torch.ones(steps, steps, dtype=torch.bool, device=outputs.device).tril()  # [T, T] prefix t
             pooled, weights = self.attention(outputs.unsqueeze(0).expand(steps, -1, -1), mask)  # [T, H], [T, T]
             attention = weights[-1:]  # [1, T]
-        logits = self.classifier(self.dropout(pooled)) / self.config.temperature  # [T, C]
-        return RNNOutput(logits=logits, final_state=encoded.final_state, step_hidden=encoded.outputs,
-                         attention=attention)
+        return self.classifier(self.dropout(pooled)) / self.config.temperature, attention  # [T, C]
 
     def _pool(self, encoded: EncodedSequence, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
         outputs = encoded.outputs  # [B, T, H*D]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from torch import Tensor
 
 from .attribution import (
     MemorySummary, integrated_gradients, memory_profile, occlusion, summarise_memory,
@@ -17,7 +18,8 @@ from .replay_backward import replayed_gradient_x_input
 
 __all__ = [
     "ATTRIBUTION_METHODS", "DEFAULT_INTEGRATED_GRADIENTS_STEPS", "MAX_INTEGRATED_GRADIENTS_STEPS",
-    "TraceOptions", "CellStep", "TraceStep", "Attribution", "MemorySummary", "TraceResult", "trace_text",
+    "TraceOptions", "StepStates", "CellStep", "TraceStep", "Attribution", "MemorySummary", "TraceResult",
+    "trace_text",
 ]
 
 ATTRIBUTION_METHODS = ("prefix", "gradient_x_input", "integrated_gradients", "occlusion")
@@ -47,6 +49,17 @@ class TraceOptions:
             raise ValueError(f"integrated_gradients_steps must be in [1, {MAX_INTEGRATED_GRADIENTS_STEPS}], "
                              f"got {self.integrated_gradients_steps}")
         return self
+
+
+@dataclass(frozen=True)
+class StepStates:
+    """One text's recurrence, run by another executor of the same weights (ONNX Runtime,
+    backends.OnnxForward.step_states): what a trace of a unidirectional network would
+    otherwise run torch's recurrent module for. At batch 1 torch's CPU GRU is dominated by
+    per-step operator overhead; the fused ONNX kernel is several times faster."""
+
+    layers: list[Tensor]  # every layer's step states [1, T, H], bottom first
+    probabilities: Tensor  # [C] the whole text's answer from the same run: what Predict returns
 
 
 @dataclass
@@ -100,12 +113,17 @@ class TraceResult:
     memory: MemorySummary | None = None  # when TraceOptions.memory
 
 
-def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions | None = None) -> TraceResult:
+def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions | None = None,
+               states: StepStates | None = None) -> TraceResult:
     """Trace one encoded text through the same network that predict uses.
 
     "The answer if the text ended here" is the model's real answer for each prefix, for every
     architecture (SentimentRNN.forward_prefixes: one pass when unidirectional, all prefixes as
     one batch when bidirectional); the last one is the whole text's, Predict's answer.
+
+    states: this text's recurrence from ONNX Runtime (unidirectional networks only). The
+    prefixes' pooling and classifier, the cell replay and the attributions then run on the
+    given states instead of states torch computes; the last step is states.probabilities.
     """
     options = (options or TraceOptions()).validate()
     count = len(encoded.ids)
@@ -116,23 +134,36 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
     labels = loaded.config.labels
     ids = torch.tensor(encoded.ids, dtype=torch.int64, device=device)  # [T]
     with torch.inference_mode():
-        output = network.forward_prefixes(ids)
-        probabilities = torch.softmax(output.logits.float(), dim=-1).cpu()  # [T, C]
-        assert output.step_hidden is not None
-        top_outputs = output.step_hidden[-1:]  # [1, T, H*D] the full text's states
+        if states is None:
+            output = network.forward_prefixes(ids)
+            logits, weights = output.logits, output.attention
+            assert output.step_hidden is not None
+            top_outputs = output.step_hidden[-1:]  # [1, T, H*D] the full text's states
+        else:
+            top_outputs = _checked(states, network.config, count)[-1]  # [1, T, H]
+            logits, weights = network.prefix_logits(top_outputs[0])  # [T, C], [1, T] | None
+        probabilities = torch.softmax(logits.float(), dim=-1).cpu()  # [T, C]
+        if states is not None:
+            # The same run as Predict's for this text: the last step is its answer exactly, not
+            # a torch classifier's rounding of it (they differ by ~1e-7).
+            probabilities[-1] = states.probabilities
         hidden = top_outputs[0].float().cpu()  # [T, H*D]
         zero = torch.zeros(1, network.output_size, device=device)  # [1, H*D]
         baseline = torch.softmax(network.classify_pooled(zero).float(), dim=-1)[0].cpu()  # [C]
-        attention = output.attention[-1].cpu().tolist() if output.attention is not None else None
-    hidden_norms = torch.linalg.vector_norm(hidden, dim=-1).tolist()  # [T]
-    before = torch.cat([torch.zeros_like(hidden[:1]), hidden[:-1]])  # [T, H*D]
-    change_norms = torch.linalg.vector_norm(hidden - before, dim=-1).tolist()  # [T]
+        attention = weights[-1].cpu().tolist() if weights is not None else None
+        before = torch.cat([torch.zeros_like(hidden[:1]), hidden[:-1]])  # [T, H*D]
+        # Both norms in one conversion: per-element tolist()/float() calls cost more than the maths.
+        hidden_norms, change_norms = torch.linalg.vector_norm(
+            torch.stack([hidden, hidden - before]), dim=-1).tolist()  # [T] each
 
-    prediction = to_prediction(labels, probabilities[-1].tolist(), encoded)
+    probability_rows = probabilities.tolist()  # [T][C]
+    baseline_row = tuple(baseline.tolist())  # [C]
+    prediction = to_prediction(labels, probability_rows[-1], encoded)
     target = labels.index(prediction.label)
     top = network.config.num_layers - 1
     layers = list(range(network.config.num_layers)) if options.all_layers else [top]
-    every_replay = replay_cells(network, ids, top_outputs)  # all layers: gradient × input reuses them
+    # All layers: gradient × input reuses them.
+    every_replay = replay_cells(network, ids, top_outputs, states.layers if states is not None else None)
     replays = [r for r in every_replay if r.layer in layers]
     memory = memory_profile(network, ids, layers) if options.memory else None
     cells = [_cell_steps(replay, network.config.cell, memory) for replay in replays]  # [cell][T]
@@ -142,27 +173,29 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
         top_memory = torch.stack([memory[key].cpu() for key in top_keys]).pow(2).sum(0).sqrt().tolist()  # [T]
 
     positive = positive_index(labels)
-    previous = float(baseline[positive])
+    previous = baseline_row[positive]
+    hidden_rows = hidden.tolist()  # [T][H*D] one conversion, not one per step
+    vocab = loaded.vocab
     steps: list[TraceStep] = []
     for t, token in enumerate(encoded.tokens):
-        current = probabilities[t]
+        current = probability_rows[t]
         steps.append(TraceStep(
             token=token,
-            known=loaded.vocab.is_known(token),
-            hidden=hidden[t].tolist(),
+            known=vocab.is_known(token),
+            hidden=hidden_rows[t],
             hidden_norm=hidden_norms[t],
-            probabilities=tuple(float(p) for p in current),
-            delta_positive=float(current[positive]) - previous,
+            probabilities=tuple(current),
+            delta_positive=current[positive] - previous,
             change_norm=change_norms[t],
             attention=attention[t] if attention is not None else None,
             memory=top_memory[t] if top_memory is not None else None,
             cells=[per_token[t] for per_token in cells],
         ))
-        previous = float(current[positive])
+        previous = current[positive]
     return TraceResult(
         prediction=prediction,
         steps=steps,
-        baseline=tuple(float(p) for p in baseline),
+        baseline=baseline_row,
         attention=attention,
         attributions=[
             _attribution(method, loaded, ids, target, probabilities, baseline, options, every_replay)
@@ -170,6 +203,18 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
         ],
         memory=summarise_memory(top_memory) if top_memory is not None else None,
     )
+
+
+def _checked(states: StepStates, config, steps: int) -> list[Tensor]:
+    """states.layers, after checking they fit this network and text (a mismatch is a caller's bug)."""
+    if config.bidirectional:
+        raise ValueError("precomputed states serve unidirectional networks only; "
+                         "a bidirectional trace runs every prefix as a batch")
+    shape = (1, steps, config.hidden_size)
+    if len(states.layers) != config.num_layers or any(tuple(s.shape) != shape for s in states.layers):
+        raise ValueError(f"expected {config.num_layers} layer states of shape {shape}, "
+                         f"got {[tuple(s.shape) for s in states.layers]}")
+    return states.layers
 
 
 def _cell_steps(replay: CellReplay, cell: str, memory: dict[tuple[int, int], torch.Tensor] | None) -> list[CellStep]:

@@ -9,7 +9,7 @@ import grpc
 from grpc import aio
 
 from rnn_sentiment.model.inference import EncodedText, encode_texts
-from rnn_sentiment.model.trace import trace_text
+from rnn_sentiment.model.trace import TraceOptions, TraceResult, trace_text
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
@@ -23,6 +23,12 @@ from .validation import RequestLimits, check_text, check_texts, tokens_violation
 log = logging.getLogger(__name__)
 
 Response = TypeVar("Response")
+
+
+def _trace(served: ServedModel, encoded: EncodedText, options: TraceOptions) -> TraceResult:
+    """trace_text, its recurrence on Predict's ONNX Runtime session where the model has one
+    (unidirectional networks): the same kernels Predict runs, several times faster at batch 1."""
+    return trace_text(served.loaded, encoded, options, served.predictor.step_states(encoded))
 
 
 class ServingState:
@@ -65,7 +71,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             check_text(request.text, self._limits)
             options = trace_options_from(request)
             (encoded,) = self._encode(served, [request.text], field_prefix=None)
-            result = await served.run_exclusive("trace", lambda: trace_text(served.loaded, encoded, options))
+            result = await served.run_exclusive("trace", lambda: _trace(served, encoded, options))
             self._count(served, [encoded], [result.prediction.label])
             return trace_message(served, result, request.include_hidden_states, request.top_k_units)
 
