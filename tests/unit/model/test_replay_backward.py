@@ -95,3 +95,17 @@ def test_equals_autograd_on_the_shipped_gru():
         assert expected.abs().max() > 1e-2
         torch.testing.assert_close(replayed_gradient_x_input(loaded.network, ids, target), expected,
                                    rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+def test_weights_changed_after_a_call_are_used(cell, vocab, tiny_network):
+    # The backward pass keeps a transposed copy of each recurrent weight; it must not go stale.
+    network = sharp_network(tiny_network, len(vocab), cell=cell, num_layers=2)
+    ids = torch.tensor(vocab.encode(TEXT.split()))
+    before = replayed_gradient_x_input(network, ids, 1)
+    with torch.no_grad():  # in place, as load_state_dict updates weights
+        network.rnn.weight_hh_l0.mul_(-1.5)
+        network.rnn.weight_hh_l1.mul_(0.5)
+    expected = gradient_x_input(network, ids, 1)
+    assert not torch.allclose(before, expected, atol=1e-3)
+    torch.testing.assert_close(replayed_gradient_x_input(network, ids, 1), expected, rtol=0, atol=1e-5)
