@@ -124,3 +124,15 @@ def test_a_wrong_state_would_show(vocab, tiny_network):
     nudged = StepStates([bottom, *states.layers[1:]], states.probabilities)
     with pytest.raises(AssertionError, match="differs"):
         _assert_same_trace(trace_text(loaded, encoded, EVERYTHING, nudged), trace_text(loaded, encoded, EVERYTHING))
+
+
+def test_without_hidden_states_only_the_state_lists_are_left_out(vocab, tiny_network):
+    loaded = _loaded(tiny_network(len(vocab), cell="lstm", num_layers=2), vocab)
+    (encoded,) = encode_texts([TEXT], vocab, 128)
+    full = trace_text(loaded, encoded, EVERYTHING)
+    lean = trace_text(loaded, encoded, TraceOptions(attributions=EVERYTHING.attributions, all_layers=True,
+                                                    hidden_states=False))
+    assert all(step.hidden == [] for step in lean.steps) and all(len(step.hidden) == 6 for step in full.steps)
+    for step in (*full.steps, *lean.steps):
+        step.hidden = []
+    assert lean == full
