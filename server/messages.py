@@ -11,6 +11,8 @@ from .trace_options import ATTRIBUTION_ENUMS
 
 _CELL_TYPES = {"rnn": pb.CELL_TYPE_RNN, "gru": pb.CELL_TYPE_GRU, "lstm": pb.CELL_TYPE_LSTM}
 _DIRECTIONS = {"forward": pb.DIRECTION_FORWARD, "backward": pb.DIRECTION_BACKWARD}
+_GATE_FIELDS = {"update": "update_gate", "reset": "reset_gate", "input": "input_gate", "forget": "forget_gate",
+                "output": "output_gate"}
 _POOLINGS = {
     "last": pb.POOLING_LAST,
     "mean": pb.POOLING_MEAN,
@@ -34,25 +36,9 @@ def trace_message(
     served: ServedModel, result: TraceResult, include_hidden_states: bool, top_k_units: int = 0
 ) -> pb.TraceResponse:
     units = _top_units(result, top_k_units) if include_hidden_states else None
-    steps = [
-        pb.TraceStep(
-            token=step.token,
-            in_vocabulary=step.known,
-            hidden_state=_hidden(step.hidden, units) if include_hidden_states else (),
-            hidden_state_norm=step.hidden_norm,
-            probabilities=step.probabilities,
-            positive_delta=step.delta_positive,
-            hidden_change_norm=step.change_norm,
-            attention_weight=step.attention,
-            memory=step.memory,
-            cells=[_cell_message(cell) for cell in step.cells],
-        )
-        for step in result.steps
-    ]
     memory = result.memory
-    return pb.TraceResponse(
+    response = pb.TraceResponse(
         prediction=prediction_message(result.prediction),
-        steps=steps,
         model=served.loaded.name,
         model_version=served.loaded.version,
         labels=served.loaded.config.labels,
@@ -62,6 +48,25 @@ def trace_message(
         hidden_units=units or (),
         baseline_probabilities=result.baseline,
     )
+    # Steps and cells are built in place: a message made first would be copied into the
+    # repeated field (a trace has T steps of one or more cells each).
+    add_step = response.steps.add
+    for step in result.steps:
+        message = add_step(
+            token=step.token,
+            in_vocabulary=step.known,
+            hidden_state=_hidden(step.hidden, units) if include_hidden_states else (),
+            hidden_state_norm=step.hidden_norm,
+            probabilities=step.probabilities,
+            positive_delta=step.delta_positive,
+            hidden_change_norm=step.change_norm,
+            attention_weight=step.attention,
+            memory=step.memory,
+        )
+        add_cell = message.cells.add
+        for cell in step.cells:
+            add_cell(**_cell_fields(cell))
+    return response
 
 
 def _top_units(result: TraceResult, k: int) -> list[int] | None:
@@ -77,20 +82,19 @@ def _hidden(hidden: list[float], units: list[int] | None) -> list[float]:
     return hidden if units is None else [hidden[u] for u in units]
 
 
-def _cell_message(cell: CellStep) -> pb.CellStep:
-    return pb.CellStep(
+def _cell_fields(cell: CellStep) -> dict:
+    """pb.CellStep's fields for one cell step; gates the cell lacks stay unset."""
+    fields = dict(
         layer=cell.layer,
         direction=_DIRECTIONS[cell.direction],
         hidden_state_norm=cell.hidden_norm,
         hidden_change_norm=cell.change_norm,
-        update_gate=cell.gates.get("update"),
-        reset_gate=cell.gates.get("reset"),
-        input_gate=cell.gates.get("input"),
-        forget_gate=cell.gates.get("forget"),
-        output_gate=cell.gates.get("output"),
         cell_state_norm=cell.cell_norm,
         memory=cell.memory,
     )
+    for name, value in cell.gates.items():
+        fields[_GATE_FIELDS[name]] = value
+    return fields
 
 
 def _attribution_message(attribution: Attribution) -> pb.Attribution:
