@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from rnn_sentiment.model.attribution import integrated_gradients
+from rnn_sentiment.model.backends import make_predictor
 from rnn_sentiment.model.checkpoint import LoadedModel
 from rnn_sentiment.model.inference import EncodedText, predict_encoded
 from rnn_sentiment.model.trace import TraceOptions, trace_text
@@ -41,8 +42,15 @@ def in_process_costs(loaded: LoadedModel, encoded: EncodedText, repeats: int, th
     try:
         ids = torch.tensor(encoded.ids, dtype=torch.int64)
         target = loaded.config.labels.index(predict_encoded(loaded, [encoded])[0].label)
+        # What the server runs by default: Predict on ONNX Runtime, and a trace of a
+        # unidirectional network taking its recurrence from the same session.
+        served = make_predictor(loaded, "auto", threads)
+        cheap = TraceOptions(attributions=CHEAP)
         rows = {
             "predict": median_ms(lambda: predict_encoded(loaded, [encoded]), repeats),
+            "predict (server's executor)": median_ms(lambda: served([encoded]), repeats),
+            "trace prefix + gradient_x_input (server's executor)": median_ms(
+                lambda: trace_text(loaded, encoded, cheap, served.step_states(encoded)), repeats),
             "trace (no attributions)": median_ms(lambda: trace_text(loaded, encoded), repeats),
             "trace prefix + gradient_x_input": median_ms(
                 lambda: trace_text(loaded, encoded, TraceOptions(attributions=CHEAP)), repeats),
