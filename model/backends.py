@@ -1,10 +1,10 @@
 """Which runtime executes Predict's forward: PyTorch, or ONNX Runtime for the small batches.
 
-Measured on the shipped GRU 256 with one CPU thread (bench/onnx_runtime.py, results in
-bench/results/onnx-runtime.md): ONNX Runtime's fused recurrent kernels run a batch of one
+Measured on the shipped GRU 256 with one CPU thread (`make bench`: ceiling B runs both
+executors; bench/results/serving.md): ONNX Runtime's fused recurrent kernels run a batch of one
 text about 3× faster than PyTorch's CPU GRU, whose per-step operator overhead dominates small
-batches; the advantage shrinks with the batch and turns around near 32 texts, where PyTorch's
-batched matrix products win. So `auto` runs batches of up to `onnx_max_batch` texts on ONNX
+batches; the advantage shrinks with the batch and turns around between 32 and 64 texts, where
+PyTorch's batched matrix products win. So `auto` runs batches of up to `onnx_max_batch` texts on ONNX
 Runtime and larger ones on PyTorch, on CPU only.
 
 ONNX Runtime is a second executor of the same weights, not a second model: the graph is built
@@ -39,7 +39,8 @@ __all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxFor
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
-# The crossover measured on 2 CPU cores: ≥ 1.4× faster up to 16 texts, even at 32, slower at 64.
+# The crossover, one thread (bench/results/serving.md, 2026-11-29): ONNX Runtime did 2.8× torch's
+# texts/s at 1 text, 1.6× at 8, 1.15× at 16, 0.95× at 32 and 0.76× at 64.
 DEFAULT_ONNX_MAX_BATCH = 16
 
 log = logging.getLogger(__name__)

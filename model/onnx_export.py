@@ -40,6 +40,7 @@ def layer_states_output(layer: int) -> str:
     """
     return f"states_l{layer}"
 
+
 _ONNX_OP = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
 # Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
 _GATE_ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}

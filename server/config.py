@@ -52,7 +52,7 @@ class ServerConfig:
         "torch or onnxruntime"
     )
     onnx_max_batch: int = _knob(
-        16, "Largest batch ONNX Runtime runs (measured crossover on 2 cores); larger batches run on torch (0: never)"
+        16, "Largest batch ONNX Runtime runs (faster up to 16 texts, measured); larger batches run on torch (0: never)"
     )
     max_texts_per_request: int = _knob(64, "Most texts one Predict request may carry")
     max_text_chars: int = _knob(5000, "Most characters one text may have")
