@@ -142,8 +142,6 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     from rnn_sentiment.server.config import config_from, config_table_markdown
 
     if args.print_config_table:
@@ -157,17 +155,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rnn_sentiment.server.logging_setup import configure_logging
 
     configure_logging(config.log_format, config.log_level)
-    if config.resolved_workers > 1:
-        from rnn_sentiment.server.supervisor import supervise
+    from rnn_sentiment.server.event_loop import run
 
-        try:
-            return asyncio.run(supervise(config))
-        except ValueError as error:
-            print(f"error: {error}", file=sys.stderr)
-            return 2
-    from rnn_sentiment.server.app import serve
+    try:
+        if config.resolved_workers > 1:
+            from rnn_sentiment.server.supervisor import supervise
 
-    return asyncio.run(serve(config))
+            return run(supervise(config), config.event_loop)
+        from rnn_sentiment.server.app import serve
+
+        return run(serve(config), config.event_loop)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -133,6 +133,7 @@ async def serve(config: ServerConfig) -> int:
                 "default_model": repository.default_name,
                 "device": repository.resolve("").device,
                 "torch_threads": torch.get_num_threads(),
+                "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
                 "max_batch_size": config.max_batch_size,
                 "max_batch_delay_ms": config.max_batch_delay_ms,
                 "max_texts_per_request": config.max_texts_per_request,

@@ -18,6 +18,7 @@ LOG_FORMATS = ("text", "json")
 # model.backends.BACKENDS, spelled out so that reading the config never imports torch (a test
 # keeps the two equal).
 BACKENDS = ("auto", "torch", "onnxruntime")
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # server.event_loop.EVENT_LOOPS (kept equal by a test)
 
 
 def default_model_dir() -> Path:
@@ -67,6 +68,9 @@ class ServerConfig:
     torch_threads: int = _knob(
         0, "Torch intra-op threads per worker (0: 1, measured best: the event loop needs the other cores)"
     )
+    event_loop: str = _knob(
+        "auto", "asyncio event loop: auto (uvloop when installed, 5-8% more req/s measured), uvloop or asyncio"
+    )
     reflection: bool = _knob(True, "Serve gRPC server reflection (for grpcurl and friends)")
     grace_seconds: float = _knob(10.0, "On SIGTERM/SIGINT, how long in-flight calls may finish")
     log_format: str = _knob("text", "Log line format: text or json")
@@ -81,6 +85,8 @@ class ServerConfig:
             problems.append(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.onnx_max_batch < 0:
             problems.append("onnx_max_batch must be >= 0 (0 = torch for every batch)")
+        if self.event_loop not in EVENT_LOOPS:
+            problems.append(f"event_loop={self.event_loop!r}: use one of {', '.join(EVENT_LOOPS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"log_format={self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
         if self.workers < 0:
