@@ -1,8 +1,9 @@
 """MicroBatcher: many concurrent callers, one model, as few forward passes as possible.
 
 Adaptive by default: when the model is idle, the first text runs at once (no waiting for a
-batch to fill); while a forward pass runs, new texts queue up and the next pass takes all of
-them, up to `max_batch_size`. Under load batches grow by themselves; at low load nobody waits.
+batch to fill, only one turn of the event loop for texts that arrived together); while a
+forward pass runs, new texts queue up and the next pass takes all of them, up to
+`max_batch_size`. Under load batches grow by themselves; at low load nobody waits.
 `max_batch_delay` adds an optional wait for users who prefer throughput over latency.
 
 Texts are the unit: a multi-text request becomes several queue entries, resolved together.
@@ -113,6 +114,11 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             if self._max_batch_delay > 0 and len(self._queue) < self._max_batch_size:
                 await self._wait_for_batch()
+            # One turn of the event loop first: the handlers gRPC woke in this turn enqueue their
+            # texts and ride in this batch. Measured (`--workers 2`, 2 cores): batches grew from
+            # 1.9 to 3.4 texts at concurrency 32 and req/s by 11-12% at 32 and 128; p50 at
+            # concurrency 1 unchanged (0.89 -> 0.90 ms). More turns gained nothing.
+            await asyncio.sleep(0)
             batch = self._take_batch()
             if batch:
                 await self._run(batch)

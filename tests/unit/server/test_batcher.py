@@ -48,6 +48,27 @@ def test_idle_batcher_runs_a_lone_request_at_once_and_keeps_order() -> None:
     asyncio.run(scenario())
 
 
+def test_a_text_one_loop_turn_behind_joins_the_idle_batch() -> None:
+    """gRPC wakes handlers a few awaits apart; the batcher gives them one turn of the loop."""
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder)
+        batcher.start()
+        await asyncio.sleep(0)  # the batcher is now idle, waiting for work
+
+        async def one_turn_behind() -> list[int]:
+            await asyncio.sleep(0)
+            return await batcher.submit([2])
+
+        results = await asyncio.gather(batcher.submit([1]), one_turn_behind())
+        await batcher.close()
+        assert results == [[2], [4]]
+        assert recorder.batches == [[1, 2]]
+
+    asyncio.run(scenario())
+
+
 def test_arrivals_during_a_forward_pass_form_the_next_batch() -> None:
     async def scenario() -> None:
         recorder = Recorder()
