@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import json
@@ -96,6 +97,35 @@ class Bodies:
         one.write_bytes(grpc_frame(self.one_text))
         many.write_bytes(grpc_frame(self.many_texts))
         return one, many
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """What a load benchmark sets up before it starts servers: the same for bench.run and bench.peers.run."""
+
+    settings: Settings
+    checkpoint: Path
+    work: Path  # scratch: request bodies, h2load and server logs
+    output_dir: Path  # where the results go
+    env: dict[str, object]  # date, machine, command, versions: the head of the results
+    bodies: Bodies
+    one_text_file: Path
+    many_texts_file: Path
+
+
+def prepare_run(module: str, args: argparse.Namespace, argv: list[str] | None,
+                rss_requests: int | None = None) -> BenchRun:
+    """Settings, scratch folder, request bodies and environment for `python -m module` with `args`
+    (which carry quick, concurrency, model_dir and output_dir)."""
+    settings = Settings.from_options(args.quick, args.concurrency, rss_requests)
+    command = f"python -m {module} " + command_line(sys.argv[1:] if argv is None else argv)
+    work = new_work_dir()
+    bodies = Bodies()
+    one_file, many_file = bodies.files(work)
+    return BenchRun(settings=settings, checkpoint=checkpoint_dir(args.model_dir), work=work,
+                    output_dir=args.output_dir or (work if args.quick else RESULTS_DIR),
+                    env=environment(command.strip()), bodies=bodies, one_text_file=one_file,
+                    many_texts_file=many_file)
 
 
 def new_work_dir() -> Path:

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
-from .harness import (RESULTS_DIR, Bodies, RunningServer, Settings, checkpoint_dir, command_line, cpu_count, display_path,
-                      environment, load, new_work_dir, run_ceiling_b, start_noop_server, start_our_server,
+from .harness import (Bodies, RunningServer, Settings, cpu_count, display_path, prepare_run,
+                      load, run_ceiling_b, start_noop_server, start_our_server,
                       wait_quiet)
 from .report import LOAD_HEADERS, fmt, load_rows, markdown_table, ratio, write_results
 from .servers import stop_servers_on_signals
@@ -47,14 +46,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     stop_servers_on_signals()
-    settings = Settings.from_options(args.quick, args.concurrency, args.rss_requests)
-    command = "python -m bench.run " + command_line(sys.argv[1:] if argv is None else argv)
-    checkpoint = checkpoint_dir(args.model_dir)
-    work = new_work_dir()
-    output_dir = args.output_dir or (work if args.quick else RESULTS_DIR)
-    env = environment(command.strip())
-    bodies = Bodies()
-    one_file, many_file = bodies.files(work)
+    run = prepare_run("bench.run", args, argv, args.rss_requests)
+    settings, checkpoint, work, output_dir, env, bodies = (
+        run.settings, run.checkpoint, run.work, run.output_dir, run.env, run.bodies)
+    one_file, many_file = run.one_text_file, run.many_texts_file
     nproc = cpu_count()
     print(f"bench: {env['machine']['nproc']} cores ({env['machine']['cpu_model']}), checkpoint {checkpoint}, "
           f"warm-up {settings.warmup_s:g} s + {settings.duration_s:g} s per run; scratch in {work}", flush=True)

@@ -12,13 +12,14 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from .event_loop import EVENT_LOOPS
+
 ENV_PREFIX = "RNN_SENTIMENT_"
 DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("text", "json")
 # model.backends.BACKENDS, spelled out so that reading the config never imports torch (a test
 # keeps the two equal).
 BACKENDS = ("auto", "torch", "onnxruntime")
-EVENT_LOOPS = ("auto", "uvloop", "asyncio")  # server.event_loop.EVENT_LOOPS (kept equal by a test)
 
 
 def default_model_dir() -> Path:

@@ -64,12 +64,15 @@ class ServedModel:
     configured intra-op threads, and a single queue keeps Predict and Trace fair (FIFO).
     """
 
-    loaded: LoadedModel
-    predictor: Predictor  # Predict's forward: torch, or ONNX Runtime for small batches
+    predictor: Predictor  # Predict's forward (torch, or ONNX Runtime for small batches) and its model
     device: str
     executor: ThreadPoolExecutor
     batcher: MicroBatcher[EncodedText, PredictionResult]
     metrics: ServerMetrics
+
+    @property
+    def loaded(self) -> LoadedModel:
+        return self.predictor.loaded
 
     @property
     def name(self) -> str:
@@ -155,7 +158,7 @@ class ModelRepository:
             metrics=self._metrics,
             model_name=loaded.name,
         )
-        return ServedModel(loaded, predictor, self.device, executor, batcher, self._metrics)
+        return ServedModel(predictor, self.device, executor, batcher, self._metrics)
 
     def start(self) -> None:
         """Start every batcher (needs the running event loop) and publish model info."""

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
-from ..harness import (BENCH_DIR, PREDICT, RESULTS_DIR, Bodies, RunningServer, Settings, checkpoint_dir, command_line, display_path,
-                       environment, load, new_work_dir, start_our_server, wait_quiet)
+from ..harness import (BENCH_DIR, PREDICT, RunningServer, display_path, prepare_run,
+                       load, start_our_server, wait_quiet)
 from ..report import LOAD_HEADERS, fmt, load_rows, markdown_table, ratio, write_results
 from ..servers import stop_servers_on_signals
 from ..texts import ONE_TEXT
@@ -53,14 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     stop_servers_on_signals()
     if not args.skip_setup:
         subprocess.run(["bash", str(BENCH_DIR / "peers" / "setup.sh")], check=True)
-    settings = Settings.from_options(args.quick, args.concurrency)
-    command = "python -m bench.peers.run " + command_line(sys.argv[1:] if argv is None else argv)
-    checkpoint = checkpoint_dir(args.model_dir)
-    work = new_work_dir()
-    output_dir = args.output_dir or (work if args.quick else RESULTS_DIR)
-    env = environment(command.strip())
-    bodies = Bodies()
-    one_file, _ = bodies.files(work)
+    run = prepare_run("bench.peers.run", args, argv)
+    settings, checkpoint, work, output_dir, env, bodies = (
+        run.settings, run.checkpoint, run.work, run.output_dir, run.env, run.bodies)
+    one_file = run.one_text_file
     print(f"bench-peers: {env['machine']['nproc']} cores, checkpoint {checkpoint}; scratch in {work}", flush=True)
 
     ts_message, ml_message = predictions_request(ONE_TEXT), model_infer_request(ONE_TEXT)
