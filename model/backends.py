@@ -28,14 +28,14 @@ from .checkpoint import LoadedModel
 from .inference import (
     EncodedText,
     PredictionResult,
-    padded_batch,
     predict_encoded,
     to_predictions,
 )
 from .trace import StepStates
 from .vocabulary import PAD_ID
 
-__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxForward", "Predictor", "make_predictor"]
+__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxForward", "Predictor", "make_predictor",
+           "padded_arrays"]
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
@@ -112,8 +112,8 @@ class Predictor:
     def __call__(self, batch: Sequence[EncodedText]) -> list[PredictionResult]:
         if self.onnx is None or len(batch) > self.onnx_max_batch or not batch:
             return predict_encoded(self.loaded, batch)
-        tensors = padded_batch(batch)
-        rows = self.onnx.probabilities(tensors.token_ids.numpy(), tensors.lengths.numpy())  # [B, C]
+        token_ids, lengths = padded_arrays(batch)
+        rows = self.onnx.probabilities(token_ids, lengths)  # [B, C]
         return to_predictions(self.loaded.config.labels, rows.tolist(), batch)
 
     def step_states(self, encoded: EncodedText) -> StepStates | None:
@@ -122,6 +122,16 @@ class Predictor:
         if self.onnx is None or self.loaded.config.bidirectional:
             return None
         return self.onnx.step_states(encoded.ids)
+
+
+def padded_arrays(batch: Sequence[EncodedText]) -> tuple[np.ndarray, np.ndarray]:
+    """padded_batch's ids [B, T] int64 and lengths [B] as numpy arrays, built without torch
+    (6x cheaper: this runs for every small batch)."""
+    lengths = np.fromiter((len(item.ids) for item in batch), dtype=np.int64, count=len(batch))  # [B]
+    token_ids = np.full((len(batch), int(lengths.max())), PAD_ID, dtype=np.int64)  # [B, T]
+    for row, item in enumerate(batch):
+        token_ids[row, : len(item.ids)] = item.ids
+    return token_ids, lengths
 
 
 def make_predictor(loaded: LoadedModel, backend: str, threads: int,

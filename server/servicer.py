@@ -16,7 +16,6 @@ from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
 from .errors import ServiceError, unavailable
 from .messages import model_info_message, prediction_message, trace_message
-from .metrics import ServerMetrics
 from .repository import ModelRepository, ServedModel
 from .trace_options import trace_options_from
 from .validation import RequestLimits, check_text, check_texts, tokens_violation
@@ -45,9 +44,8 @@ class ServingState:
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
-    def __init__(self, state: ServingState, limits: RequestLimits, metrics: ServerMetrics) -> None:
+    def __init__(self, state: ServingState, limits: RequestLimits) -> None:
         self._limits = limits
-        self._metrics = metrics
         self._state = state
 
     async def Predict(self, request: pb.PredictRequest, context: aio.ServicerContext) -> pb.PredictResponse:
@@ -111,15 +109,18 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             raise
 
     def _count(self, served: ServedModel, encoded: list[EncodedText], labels: list[str]) -> None:
-        name = served.name
-        tokens = sum(len(e.ids) for e in encoded)
-        unknown = sum(e.unknown_count for e in encoded)
-        self._metrics.tokens.labels(name).inc(tokens)
-        self._metrics.unknown_tokens.labels(name).inc(unknown)
+        metrics = served.model_metrics
+        tokens = 0
+        unknown = 0
         for e in encoded:
-            self._metrics.text_tokens.labels(name).observe(len(e.ids))
+            tokens += len(e.ids)
+            unknown += e.unknown_count
+            metrics.text_tokens.observe(len(e.ids))
+        metrics.tokens.inc(tokens)
+        if unknown:  # most texts have none: skip a write to the shared value
+            metrics.unknown_tokens.inc(unknown)
         for label in labels:
-            self._metrics.predictions.labels(name, label).inc()
+            metrics.predictions[label].inc()
 
     @property
     def _repository(self) -> ModelRepository:

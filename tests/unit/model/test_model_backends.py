@@ -5,11 +5,12 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, Predictor, make_predictor
+from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, Predictor, make_predictor, padded_arrays
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
-from rnn_sentiment.model.inference import encode_texts, predict_encoded
+from rnn_sentiment.model.inference import encode_texts, padded_batch, predict_encoded
 
 pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
 
@@ -100,3 +101,13 @@ def test_predictor_without_onnx_is_predict_encoded(vocab, tiny_network):
     loaded = _loaded(tiny_network(len(vocab)), vocab)
     batch = encode_texts(TEXTS, vocab, 128)
     assert Predictor(loaded)(batch) == predict_encoded(loaded, batch)
+
+
+def test_padded_arrays_equal_the_torch_padded_batch(vocab):
+    texts = ["a", "the film is good", "bad", "an unseen zzyzx word , then more words than the others"]
+    batch = encode_texts(texts, vocab, max_tokens=8)
+    token_ids, lengths = padded_arrays(batch)
+    expected = padded_batch(batch)
+    assert token_ids.dtype == np.int64 and lengths.dtype == np.int64
+    assert token_ids.tolist() == expected.token_ids.tolist()
+    assert lengths.tolist() == expected.lengths.tolist()
