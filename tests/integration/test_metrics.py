@@ -7,7 +7,9 @@ import subprocess
 import time
 import urllib.request
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient, SentimentError
@@ -72,3 +74,23 @@ def test_exposition_passes_promtool(server: ServerProcess, client: SentimentClie
     client.predict("good")
     checked = subprocess.run([promtool, "check", "metrics"], input=scrape(server), capture_output=True, text=True, timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_health_checks_and_model_listing_are_measured_too(server: ServerProcess, client: SentimentClient) -> None:
+    """Every unary method of every service is wrapped when it is registered, not only Predict."""
+    before = scrape(server)
+    with grpc.insecure_channel(server.target) as channel:
+        assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    client.list_models()
+    check = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check", "grpc_type": "unary"}
+    listing = {"grpc_service": "rnn_sentiment.v1.SentimentService", "grpc_method": "ListModels", "grpc_type": "unary"}
+    deadline = time.monotonic() + 10
+    while True:
+        after = scrape(server)
+        counted = [sample(after, "grpc_server_handled_total", **labels, grpc_code="OK")
+                   - sample(before, "grpc_server_handled_total", **labels, grpc_code="OK") for labels in (check, listing)]
+        if counted == [1, 1]:
+            break
+        assert time.monotonic() < deadline, counted
+        time.sleep(0.05)
