@@ -39,8 +39,8 @@ __all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxFor
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
-# The crossover, one thread (bench/results/serving.md, 2026-11-29): ONNX Runtime did 2.74× torch's
-# texts/s at 1 text, 1.53× at 8, 1.18× at 16, 0.95× at 32 and 0.76× at 64.
+# The crossover, one thread (bench/results/serving.md, 2026-11-29 06:07): ONNX Runtime did 3.14× torch's
+# texts/s at 1 text, 1.67× at 8, 1.23× at 16, 0.98× at 32 and 0.76× at 64.
 DEFAULT_ONNX_MAX_BATCH = 16
 
 log = logging.getLogger(__name__)
