@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 
 from rnn_sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 
+from .affinity import pin_from_environment
 from .config import ServerConfig
 from .instrumentation import MetricsInterceptor
 from .metrics import ServerMetrics
@@ -107,6 +108,7 @@ async def bind_server(config: ServerConfig) -> RunningServer:
 
 async def serve(config: ServerConfig) -> int:
     """Serve until SIGTERM/SIGINT, then drain and return the exit code (0)."""
+    cpu = pin_from_environment()  # a worker of `--workers N`: before the model's threads start
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,6 +135,7 @@ async def serve(config: ServerConfig) -> int:
                 "default_model": repository.default_name,
                 "device": repository.resolve("").device,
                 "torch_threads": torch.get_num_threads(),
+                "cpu": "any" if cpu is None else cpu,
                 "event_loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
                 "max_batch_size": config.max_batch_size,
                 "max_batch_delay_ms": config.max_batch_delay_ms,

@@ -18,6 +18,7 @@ import sys
 import tempfile
 from dataclasses import replace
 
+from .affinity import WORKER_CPU_ENV, worker_cpus
 from .config import ServerConfig
 
 log = logging.getLogger("rnn_sentiment.server.supervisor")
@@ -31,16 +32,21 @@ def threads_per_worker(config: ServerConfig) -> int:
     return config.resolved_torch_threads
 
 
-def _worker_environment(config: ServerConfig, index: int, multiproc_dir: str) -> dict[str, str]:
+def _worker_environment(config: ServerConfig, index: int, multiproc_dir: str,
+                        cpu: int | None) -> dict[str, str]:
     worker_config = replace(config, workers=1, metrics_address="", torch_threads=threads_per_worker(config))
-    return {**os.environ, **worker_config.as_environment(), MULTIPROC_ENV: multiproc_dir,
-            "RNN_SENTIMENT_WORKER_INDEX": str(index)}
+    pinning = {WORKER_CPU_ENV: str(cpu)} if cpu is not None else {}
+    environment = {**os.environ, **worker_config.as_environment(), MULTIPROC_ENV: multiproc_dir,
+                   "RNN_SENTIMENT_WORKER_INDEX": str(index), **pinning}
+    if cpu is None:
+        environment.pop(WORKER_CPU_ENV, None)  # never inherit a pin meant for another process
+    return environment
 
 
-def _start_worker(config: ServerConfig, index: int, multiproc_dir: str) -> subprocess.Popen:
+def _start_worker(config: ServerConfig, index: int, multiproc_dir: str, cpu: int | None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "rnn_sentiment.cli", "serve"],
-        env=_worker_environment(config, index, multiproc_dir),
+        env=_worker_environment(config, index, multiproc_dir, cpu),
     )
 
 
@@ -65,7 +71,12 @@ async def supervise(config: ServerConfig) -> int:
     os.environ[MULTIPROC_ENV] = multiproc_dir
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    workers = {i: _start_worker(config, i, multiproc_dir) for i in range(config.resolved_workers)}
+    cpus = worker_cpus(config.resolved_workers) if config.pin_workers else None
+
+    def start(index: int) -> subprocess.Popen:
+        return _start_worker(config, index, multiproc_dir, cpus[index] if cpus else None)
+
+    workers = {i: start(i) for i in range(config.resolved_workers)}
     restarts = dict.fromkeys(workers, 0)
 
     def forward(sig: int) -> None:
@@ -81,6 +92,7 @@ async def supervise(config: ServerConfig) -> int:
         "workers": config.resolved_workers, "grpc_address": config.address, "torch_threads_per_worker": threads_per_worker(config),
         "metrics_address": f"{config.metrics_address.rpartition(':')[0]}:{metrics_port}" if metrics_port else "",
         "pids": ",".join(str(p.pid) for p in workers.values()),
+        "worker_cpus": ",".join(map(str, cpus)) if cpus else "unpinned",
     }})
     exit_code = 0
     try:
@@ -101,7 +113,7 @@ async def supervise(config: ServerConfig) -> int:
                     break
                 restarts[index] += 1
                 log.warning("worker exited; restarting", extra={"fields": {"worker": index, "exit_code": code}})
-                workers[index] = _start_worker(config, index, multiproc_dir)
+                workers[index] = start(index)  # on the same CPU as before
     finally:
         forward(signal.SIGTERM)
         codes = await asyncio.gather(*(asyncio.to_thread(p.wait) for p in workers.values()))

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
+from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient
+from rnn_sentiment.server.affinity import worker_cpus
 from tests.support import ServerProcess
 
 CALLS = 40
@@ -34,8 +37,17 @@ def wait_for_ready_workers(server: ServerProcess, count: int, timeout: float = 1
         time.sleep(0.1)
 
 
+def cpus_of(pid: int) -> tuple[int, ...]:
+    """Every CPU some thread of process `pid` may run on."""
+    cpus: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        cpus |= os.sched_getaffinity(int(task.name))
+    return tuple(sorted(cpus))
+
+
 def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
-    server = ServerProcess(extra_args=["--workers", "2", "--log-format", "json", "--log-level", "DEBUG"]).start()
+    server = ServerProcess(extra_args=["--workers", "2", "--pin-workers", "--log-format", "json",
+                                       "--log-level", "DEBUG"]).start()
     try:
         wait_for_ready_workers(server, 2)
         for _ in range(CALLS):  # a fresh connection per call, so the kernel spreads them
@@ -47,6 +59,13 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
         assert len(serving_pids) == 2
         assert answering_pids == serving_pids, "both workers should have answered"
         assert all(r.get("torch_threads") == 1 for r in records if r["message"] == "serving")
+        # Each worker, every thread of it, on a CPU of its own (when the machine has two).
+        expected = worker_cpus(2)
+        if expected is None:
+            assert all(r.get("cpu") == "any" for r in records if r["message"] == "serving")
+        else:
+            assert sorted(cpus_of(pid) for pid in serving_pids) == [(cpu,) for cpu in expected]
+            assert sorted(r.get("cpu") for r in records if r["message"] == "serving") == expected
         predict_ok = {"grpc_method": "Predict", "grpc_code": "OK"}
         deadline = time.monotonic() + 10  # a call is counted just after its status is sent
         while metric_sum(server.metrics_url, "grpc_server_handled_total", **predict_ok) < CALLS:
@@ -57,3 +76,17 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
         server.stop()
         raise
     assert server.stop() == 0, server.log()
+
+
+def test_workers_are_unpinned_by_default() -> None:
+    server = ServerProcess(extra_args=["--workers", "2", "--log-format", "json"]).start()
+    try:
+        wait_for_ready_workers(server, 2)
+        records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+        serving_pids = {r["pid"] for r in records if r["message"] == "serving"}
+        assert len(serving_pids) == 2
+        everywhere = tuple(sorted(os.sched_getaffinity(0)))
+        assert [cpus_of(pid) for pid in serving_pids] == [everywhere, everywhere]
+        assert all(r.get("cpu") == "any" for r in records if r["message"] == "serving")
+    finally:
+        server.stop()
