@@ -16,12 +16,12 @@ import asyncio
 import collections
 import logging
 import time
-from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Callable, Generic, Sequence, TypeVar
 
 from .errors import deadline_exceeded, resource_exhausted
 from .metrics import ModelMetrics
+from .model_thread import ModelThread
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -38,12 +38,12 @@ class _Entry(Generic[Item]):
 
 
 class MicroBatcher(Generic[Item, Result]):
-    """Queues items, runs `run_batch(items) -> results` (same order) on `executor`."""
+    """Queues items, runs `run_batch(items) -> results` (same order) on `model_thread`."""
 
     def __init__(
         self,
         run_batch: Callable[[list[Item]], list[Result]],
-        executor: Executor,
+        model_thread: ModelThread,
         *,
         max_batch_size: int,
         max_queue: int,
@@ -51,7 +51,7 @@ class MicroBatcher(Generic[Item, Result]):
         metrics: ModelMetrics | None = None,
     ) -> None:
         self._run_batch = run_batch
-        self._executor = executor
+        self._model_thread = model_thread
         self._max_batch_size = max_batch_size
         self._max_queue = max_queue
         self._max_batch_delay = max_batch_delay
@@ -156,11 +156,8 @@ class MicroBatcher(Generic[Item, Result]):
             for entry in batch:
                 queue_seconds.observe(started - entry.enqueued_at)
             self._metrics.batch_size.observe(len(batch))
-        loop = asyncio.get_running_loop()
         try:
-            results = await loop.run_in_executor(
-                self._executor, self._run_batch, [entry.item for entry in batch]
-            )
+            results = await self._model_thread.run(self._run_batch, [entry.item for entry in batch])
         except Exception as error:  # the model failed: every caller in the batch gets it
             log.exception("model batch of %d failed", len(batch))
             for entry in batch:

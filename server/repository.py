@@ -6,11 +6,9 @@ by that version; the old version finishes what it has queued and then shuts down
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TypeVar
@@ -25,6 +23,7 @@ from .batcher import MicroBatcher
 from .config import ServerConfig
 from .errors import not_found
 from .metrics import ModelMetrics, ServerMetrics
+from .model_thread import ModelThread
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +65,7 @@ class ServedModel:
 
     predictor: Predictor  # Predict's forward (torch, or ONNX Runtime for small batches) and its model
     device: str
-    executor: ThreadPoolExecutor
+    model_thread: ModelThread
     batcher: MicroBatcher[EncodedText, PredictionResult]
     metrics: ServerMetrics
     model_metrics: ModelMetrics  # this model's series, shared with its batcher
@@ -81,7 +80,6 @@ class ServedModel:
 
     async def run_exclusive(self, kind: str, work: Callable[[], T]) -> T:
         """Run `work` on the model thread (between batches) and time it as `kind`."""
-        loop = asyncio.get_running_loop()
 
         def timed() -> T:
             started = time.perf_counter()
@@ -90,12 +88,12 @@ class ServedModel:
             finally:
                 self.metrics.model_seconds.labels(self.name, kind).observe(time.perf_counter() - started)
 
-        return await loop.run_in_executor(self.executor, timed)
+        return await self.model_thread.run(timed)
 
     async def close(self) -> None:
         """Finish queued work, then release the model thread."""
         await self.batcher.close()
-        self.executor.shutdown(wait=True)
+        self.model_thread.shutdown()
 
 
 def load_and_warm(path: Path, device: str, config: ServerConfig) -> Predictor:
@@ -149,17 +147,17 @@ class ModelRepository:
 
     def _serve(self, predictor: Predictor) -> ServedModel:
         loaded = predictor.loaded
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"model-{loaded.name}")
+        model_thread = ModelThread(f"model-{loaded.name}")
         model_metrics = self._metrics.for_model(loaded.name, loaded.config.labels)
         batcher: MicroBatcher[EncodedText, PredictionResult] = MicroBatcher(
             predictor,
-            executor,
+            model_thread,
             max_batch_size=self._config.max_batch_size,
             max_queue=self._config.max_queue_texts,
             max_batch_delay=self._config.max_batch_delay_ms / 1000.0,
             metrics=model_metrics,
         )
-        return ServedModel(predictor, self.device, executor, batcher, self._metrics, model_metrics)
+        return ServedModel(predictor, self.device, model_thread, batcher, self._metrics, model_metrics)
 
     def start(self) -> None:
         """Start every batcher (needs the running event loop) and publish model info."""

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 
 from rnn_sentiment.server.batcher import MicroBatcher
+from rnn_sentiment.server.model_thread import ModelThread
 from rnn_sentiment.server.errors import ServiceError
 
 
@@ -33,7 +33,7 @@ class Recorder:
 
 def _batcher(recorder: Recorder, **kwargs: object) -> MicroBatcher[int, int]:
     options = {"max_batch_size": 4, "max_queue": 100, **kwargs}
-    return MicroBatcher(recorder, ThreadPoolExecutor(1), **options)  # type: ignore[arg-type]
+    return MicroBatcher(recorder, ModelThread("test-model"), **options)  # type: ignore[arg-type]
 
 
 def test_idle_batcher_runs_a_lone_request_at_once_and_keeps_order() -> None:

@@ -1,0 +1,78 @@
+"""ModelThread: calls run one at a time, in order, off the event loop; results and errors come back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from rnn_sentiment.server.model_thread import ModelThread
+
+
+def test_calls_run_in_order_on_one_other_thread() -> None:
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+        seen: list[tuple[int, str]] = []
+
+        def record(index: int) -> int:
+            seen.append((index, threading.current_thread().name))
+            return index * 10
+
+        results = await asyncio.gather(*(model_thread.run(record, i) for i in range(20)))
+        model_thread.shutdown()
+        assert results == [i * 10 for i in range(20)]
+        assert [index for index, _ in seen] == list(range(20))
+        assert {name for _, name in seen} == {"test-model"}
+
+    asyncio.run(scenario())
+
+
+def test_an_error_reaches_its_caller_and_the_thread_goes_on() -> None:
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+
+        def fail() -> None:
+            raise ValueError("broken batch")
+
+        with pytest.raises(ValueError, match="broken batch"):
+            await model_thread.run(fail)
+        assert await model_thread.run(lambda: "still serving") == "still serving"
+        model_thread.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_caller_does_not_stop_the_calls_behind_it() -> None:
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+        release = threading.Event()
+        first = asyncio.ensure_future(model_thread.run(release.wait, 10))
+        second = asyncio.ensure_future(model_thread.run(lambda: "second"))
+        await asyncio.sleep(0.01)
+        first.cancel()
+        release.set()
+        assert await second == "second"
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        model_thread.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_shutdown_finishes_what_is_queued_then_refuses_new_calls() -> None:
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+        release = threading.Event()
+        done: list[int] = []
+        pending = [asyncio.ensure_future(model_thread.run(lambda i=i: release.wait(10) and done.append(i)))
+                   for i in range(3)]
+        await asyncio.sleep(0.01)
+        release.set()
+        await asyncio.to_thread(model_thread.shutdown)
+        await asyncio.gather(*pending)
+        assert done == [0, 1, 2]
+        with pytest.raises(RuntimeError, match="shut down"):
+            await model_thread.run(lambda: None)
+
+    asyncio.run(scenario())
