@@ -12,13 +12,10 @@ it on where the workers have the cores to themselves. Linux only; elsewhere work
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
 WORKER_CPU_ENV = "RNN_SENTIMENT_WORKER_CPU"  # set by the supervisor for each worker it starts
-
-log = logging.getLogger(__name__)
 
 
 def usable_cpus() -> list[int]:

@@ -9,7 +9,7 @@ supervisor serves their aggregate; the gauges say how to combine workers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -31,14 +31,14 @@ class ModelMetrics:
     request's path (about a dozen updates per text), so the children are kept instead.
     """
 
-    queue_seconds: Any
-    batch_size: Any
-    predict_seconds: Any
-    queue_depth: Any
-    tokens: Any
-    unknown_tokens: Any
-    text_tokens: Any
-    predictions: dict[str, Any]  # label -> counter child
+    queue_seconds: Histogram
+    batch_size: Histogram
+    predict_seconds: Histogram
+    queue_depth: Gauge
+    tokens: Counter
+    unknown_tokens: Counter
+    text_tokens: Histogram
+    predictions: dict[str, Counter]  # label -> its series
 
 
 @dataclass

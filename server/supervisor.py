@@ -18,7 +18,7 @@ import sys
 import tempfile
 from dataclasses import replace
 
-from .affinity import WORKER_CPU_ENV, worker_cpus
+from .affinity import WORKER_CPU_ENV, usable_cpus, worker_cpus
 from .config import ServerConfig
 
 log = logging.getLogger("rnn_sentiment.server.supervisor")
@@ -35,11 +35,11 @@ def threads_per_worker(config: ServerConfig) -> int:
 def _worker_environment(config: ServerConfig, index: int, multiproc_dir: str,
                         cpu: int | None) -> dict[str, str]:
     worker_config = replace(config, workers=1, metrics_address="", torch_threads=threads_per_worker(config))
-    pinning = {WORKER_CPU_ENV: str(cpu)} if cpu is not None else {}
     environment = {**os.environ, **worker_config.as_environment(), MULTIPROC_ENV: multiproc_dir,
-                   "RNN_SENTIMENT_WORKER_INDEX": str(index), **pinning}
-    if cpu is None:
-        environment.pop(WORKER_CPU_ENV, None)  # never inherit a pin meant for another process
+                   "RNN_SENTIMENT_WORKER_INDEX": str(index)}
+    environment.pop(WORKER_CPU_ENV, None)  # never inherit a pin meant for another process
+    if cpu is not None:
+        environment[WORKER_CPU_ENV] = str(cpu)
     return environment
 
 
@@ -72,6 +72,9 @@ async def supervise(config: ServerConfig) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     cpus = worker_cpus(config.resolved_workers) if config.pin_workers else None
+    if config.pin_workers and cpus is None:
+        log.warning("pin_workers: fewer usable CPUs than workers; running them unpinned",
+                    extra={"fields": {"workers": config.resolved_workers, "cpus": len(usable_cpus())}})
 
     def start(index: int) -> subprocess.Popen:
         return _start_worker(config, index, multiproc_dir, cpus[index] if cpus else None)
