@@ -48,6 +48,7 @@ class MicroBatcher(Generic[Item, Result]):
         max_batch_size: int,
         max_queue: int,
         max_batch_delay: float = 0.0,
+        busy_batch_delay: float = 0.0,
         metrics: ModelMetrics | None = None,
     ) -> None:
         self._run_batch = run_batch
@@ -55,6 +56,8 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_batch_size = max_batch_size
         self._max_queue = max_queue
         self._max_batch_delay = max_batch_delay
+        self._busy_batch_delay = busy_batch_delay
+        self._last_batch_size = 0  # texts in the previous forward pass: more than one means load
         self._metrics = metrics
         self._queue: collections.deque[_Entry[Item]] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -112,12 +115,19 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             if self._max_batch_delay > 0 and len(self._queue) < self._max_batch_size:
                 await self._wait_for_batch()
+            elif (self._busy_batch_delay > 0 and self._last_batch_size > 1
+                  and len(self._queue) < self._max_batch_size):
+                # Under load (the previous pass already carried several texts) a short wait lets
+                # the next batch grow, and a bigger batch costs less CPU per text; a lone text
+                # after a lone text never waits, so an idle server answers at once.
+                await asyncio.sleep(self._busy_batch_delay)
             # One turn of the event loop first: the handlers gRPC woke in this turn enqueue their
             # texts and ride in this batch. Measured (`--workers 2`, 2 cores): batches grew from
             # 1.9 to 3.4 texts at concurrency 32 and req/s by 11-12% at 32 and 128; p50 at
             # concurrency 1 unchanged (0.89 -> 0.90 ms). More turns gained nothing.
             await asyncio.sleep(0)
             batch = self._take_batch()
+            self._last_batch_size = len(batch)
             if batch:
                 await self._run(batch)
 

@@ -62,6 +62,10 @@ class ServerConfig:
     max_batch_delay_ms: float = _knob(
         0.0, "Extra wait to fill a batch when the model is idle (0: an idle model runs at once)"
     )
+    busy_batch_delay_ms: float = _knob(
+        0.0, "Under load (the previous forward pass carried more than one text), wait this long for more texts "
+        "before the next pass; a lone text after a lone text never waits (0: off)"
+    )
     max_queue_texts: int = _knob(2048, "Texts waiting for the model before RESOURCE_EXHAUSTED")
     workers: int = _knob(
         0, "Server processes sharing the gRPC port (SO_REUSEPORT), metrics aggregated (0: one per core; 1 if port is 0)"
@@ -101,6 +105,8 @@ class ServerConfig:
                 problems.append(f"{name}={getattr(self, name)}: must be at least 1")
         if self.max_batch_delay_ms < 0:
             problems.append("max_batch_delay_ms must be >= 0")
+        if self.busy_batch_delay_ms < 0:
+            problems.append("busy_batch_delay_ms must be >= 0")
         if self.torch_threads < 0:
             problems.append("torch_threads must be >= 0 (0 = one per core)")
         if self.model_poll_seconds < 0:

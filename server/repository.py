@@ -155,6 +155,7 @@ class ModelRepository:
             max_batch_size=self._config.max_batch_size,
             max_queue=self._config.max_queue_texts,
             max_batch_delay=self._config.max_batch_delay_ms / 1000.0,
+            busy_batch_delay=self._config.busy_batch_delay_ms / 1000.0,
             metrics=model_metrics,
         )
         return ServedModel(predictor, self.device, model_thread, batcher, self._metrics, model_metrics)
