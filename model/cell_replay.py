@@ -28,7 +28,8 @@ DIRECTIONS = ("forward", "backward")
 GATES = {"rnn": (), "gru": ("update", "reset"), "lstm": ("input", "forget", "output")}
 _CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 # One single-layer module per layer of each network, sharing its weights (no copy); rebuilt for
-# a new network object (e.g. after a hot reload), dropped with it.
+# a new network object (e.g. after a hot reload) or when a weight tensor of it was replaced
+# rather than changed in place (e.g. load_state_dict(assign=True)), dropped with the network.
 _LAYER_MODULES: "weakref.WeakKeyDictionary[SentimentRNN, list[nn.RNNBase]]" = weakref.WeakKeyDictionary()
 
 
@@ -108,7 +109,7 @@ def replay_cells(network: SentimentRNN, token_ids: Tensor, top_outputs: Tensor |
 def _layer_modules(network: SentimentRNN) -> list[nn.RNNBase]:
     """Single-layer copies of the network's recurrent layers that share its parameters."""
     modules = _LAYER_MODULES.get(network)
-    if modules is None:
+    if modules is None or not _shares_weights(modules, network.rnn):
         rnn = network.rnn
         modules = []
         for layer in range(rnn.num_layers):
@@ -122,6 +123,12 @@ def _layer_modules(network: SentimentRNN) -> list[nn.RNNBase]:
             modules.append(module.eval())
         _LAYER_MODULES[network] = modules
     return modules
+
+
+def _shares_weights(modules: list[nn.RNNBase], rnn: nn.RNNBase) -> bool:
+    """Whether the cached single-layer modules still hold the network's current weight tensors."""
+    return all(getattr(module, name) is getattr(rnn, name.replace("_l0", f"_l{layer}"))
+               for layer, module in enumerate(modules) for name in module._flat_weights_names)
 
 
 def _replay_gates(rnn: nn.RNNBase, cell: str, suffix: str, inputs: Tensor, replay: CellReplay) -> None:

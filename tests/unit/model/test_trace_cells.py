@@ -132,3 +132,17 @@ def test_trace_steps_carry_cells_change_and_attention(settings, vocab, tiny_netw
         assert sum(weights) == pytest.approx(1.0, abs=1e-5) and weights == trace.attention
     else:
         assert all(s.attention is None for s in trace.steps)
+
+
+def test_replay_follows_a_weight_tensor_replaced_after_the_first_replay(vocab, tiny_network):
+    """The per-layer modules are cached per network; a replaced (not updated in place) weight
+    must not leave the replay on the old one."""
+    network = tiny_network(len(vocab), cell="gru")
+    ids = torch.tensor(vocab.encode(TEXT.split()))  # [T]
+    before = replay_cells(network, ids)[0].hidden
+    network.rnn.weight_hh_l0 = torch.nn.Parameter(network.rnn.weight_hh_l0.detach() * 3.0)
+    after = replay_cells(network, ids)[0].hidden
+    with torch.no_grad():
+        encoded = network.encode(ids.unsqueeze(0), torch.tensor([len(ids)]))
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, encoded.outputs[0], atol=1e-5, rtol=0)
