@@ -4,7 +4,8 @@ Adaptive by default: when the model is idle, the first text runs at once (no wai
 batch to fill, only one turn of the event loop for texts that arrived together); while a
 forward pass runs, new texts queue up and the next pass takes all of them, up to
 `max_batch_size`. Under load batches grow by themselves; at low load nobody waits.
-`max_batch_delay` adds an optional wait for users who prefer throughput over latency.
+`max_batch_delay` adds an optional wait for users who prefer throughput over latency;
+`busy_batch_delay` waits only after a pass of several texts, so low load still runs at once.
 
 Texts are the unit: a multi-text request becomes several queue entries, resolved together.
 Expired (past their deadline) and cancelled entries are dropped before compute.

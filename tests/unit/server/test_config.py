@@ -37,6 +37,10 @@ def test_bad_values_say_how_to_fix_them() -> None:
         config_from(_args(), environ={"RNN_SENTIMENT_MAX_BATCH_SIZE": "lots"})
     with pytest.raises(ValueError, match="expected a boolean"):
         config_from(_args(), environ={"RNN_SENTIMENT_REFLECTION": "maybe"})
+    with pytest.raises(ValueError, match="busy_batch_delay_ms must be >= 0"):
+        config_from(_args("--busy-batch-delay-ms", "-1"), environ={})
+    with pytest.raises(ValueError, match="expected a boolean"):
+        config_from(_args(), environ={"RNN_SENTIMENT_PIN_WORKERS": "sometimes"})
 
 
 def test_readme_table_documents_every_knob() -> None:
