@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import statistics
 import time
 from pathlib import Path
 
@@ -20,7 +19,9 @@ from rnn_sentiment.model.backends import make_predictor
 from rnn_sentiment.model.checkpoint import load_checkpoint
 from rnn_sentiment.model.data import read_sst_tsv
 from rnn_sentiment.model.evaluation import evaluate
-from rnn_sentiment.model.inference import encode_texts, predict_encoded
+from rnn_sentiment.model.inference import EncodedText, encode_texts, predict_encoded
+
+from .trace_cost import median_ms
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -39,17 +40,11 @@ def forward_latency_ms(checkpoint: Path) -> tuple[float, float]:
     loaded = load_checkpoint(checkpoint)
     served = make_predictor(loaded, "auto", threads=torch.get_num_threads())
 
-    def median_ms(predict) -> float:
-        for _ in range(20):
-            predict(encode_texts([TWENTY_WORDS], loaded.vocab, loaded.config.max_tokens))
-        times = []
-        for _ in range(200):
-            start = time.perf_counter()
-            predict(encode_texts([TWENTY_WORDS], loaded.vocab, loaded.config.max_tokens))
-            times.append(time.perf_counter() - start)
-        return statistics.median(times) * 1000
+    def encoded() -> list[EncodedText]:  # tokenizing is part of what is timed
+        return encode_texts([TWENTY_WORDS], loaded.vocab, loaded.config.max_tokens)
 
-    return median_ms(lambda batch: predict_encoded(loaded, batch)), median_ms(served)
+    return (median_ms(lambda: predict_encoded(loaded, encoded()), 200, warmup=20),
+            median_ms(lambda: served(encoded()), 200, warmup=20))
 
 
 def table(model_dir: Path, data_dir: Path) -> str:

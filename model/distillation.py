@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .checkpoint import load_checkpoint
+from .checkpoint import LoadedModel, load_checkpoint
 from .data import Example, length_bucketed_batches
 from .vocabulary import Vocabulary
 
@@ -42,19 +42,13 @@ def teacher_probabilities(teacher_dirs: Sequence[str | Path], examples: Sequence
     temperature it was calibrated with, so the average mixes calibrated probabilities; the
     distillation temperature softens them further.
     """
-    if not teacher_dirs:
-        raise ValueError("teacher_probabilities needs at least one teacher checkpoint")
-    if not temperature > 0.0:
-        raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+    _check_teachers(teacher_dirs, temperature)
     examples = list(examples)
     gold = torch.tensor([example.label for example in examples], dtype=torch.int64)  # [N]
     total = torch.zeros(len(examples), len(labels), dtype=torch.float64)  # [N, C]
     accuracies = []
     for directory in teacher_dirs:
-        teacher = load_checkpoint(directory)
-        if tuple(teacher.config.labels) != tuple(labels):
-            raise ValueError(f"teacher {directory} has labels {list(teacher.config.labels)}, "
-                             f"the student {list(labels)}")
+        teacher = _load_teacher(directory, labels)
         probabilities = torch.zeros_like(total)  # [N, C]
         with torch.inference_mode():
             for batch in length_bucketed_batches(examples, teacher.vocab, batch_size,
@@ -81,17 +75,11 @@ class OnlineTeachers:
 
     def __init__(self, teacher_dirs: Sequence[str | Path], vocab: Vocabulary,
                  labels: Sequence[str], temperature: float) -> None:
-        if not teacher_dirs:
-            raise ValueError("OnlineTeachers needs at least one teacher checkpoint")
-        if not temperature > 0.0:
-            raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+        _check_teachers(teacher_dirs, temperature)
         self.temperature = temperature
         self._teachers = []
         for directory in teacher_dirs:
-            teacher = load_checkpoint(directory)
-            if tuple(teacher.config.labels) != tuple(labels):
-                raise ValueError(f"teacher {directory} has labels {list(teacher.config.labels)}, "
-                                 f"the student {list(labels)}")
+            teacher = _load_teacher(directory, labels)
             # The student's ids in the teacher's vocabulary: the student's <unk> (a dropped
             # word) is the teacher's <unk>, padding its padding.
             id_map = torch.tensor(teacher.vocab.encode(vocab.tokens), dtype=torch.int64)  # [V_student]
@@ -108,6 +96,21 @@ class OnlineTeachers:
                 total = probabilities if total is None else total + probabilities
         assert total is not None
         return total / len(self._teachers)  # [B, C]
+
+
+def _check_teachers(teacher_dirs: Sequence[str | Path], temperature: float) -> None:
+    if not teacher_dirs:
+        raise ValueError("distillation needs at least one teacher checkpoint")
+    if not temperature > 0.0:
+        raise ValueError(f"distillation temperature must be > 0, got {temperature}")
+
+
+def _load_teacher(directory: str | Path, labels: Sequence[str]) -> LoadedModel:
+    """A teacher checkpoint, refused when its labels are not the student's, in the same order."""
+    teacher = load_checkpoint(directory)
+    if tuple(teacher.config.labels) != tuple(labels):
+        raise ValueError(f"teacher {directory} has labels {list(teacher.config.labels)}, the student {list(labels)}")
+    return teacher
 
 
 def distillation_loss(logits: Tensor, labels: Tensor, teacher_probabilities: Tensor,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Awaitable, Callable, TypeVar
 
@@ -70,8 +69,6 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             check_text(request.text, self._limits)
             options = trace_options_from(request)
             (encoded,) = self._encode(served, [request.text], field_prefix=None)
-            # The step states are Python lists only when they will be sent.
-            options = dataclasses.replace(options, hidden_states=request.include_hidden_states)
             result = await served.run_exclusive("trace", lambda: _trace(served, encoded, options))
             self._count(served, [encoded], [result.prediction.label])
             return trace_message(served, result, request.include_hidden_states, request.top_k_units)

@@ -41,4 +41,6 @@ def trace_options_from(request: pb.TraceRequest) -> TraceOptions:
         integrated_gradients_steps=steps,
         all_layers=request.all_layers,
         memory=request.include_memory_profile,
+        # The step states become Python lists only when the response will carry them.
+        hidden_states=request.include_hidden_states,
     )

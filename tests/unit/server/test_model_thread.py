@@ -46,10 +46,15 @@ def test_an_error_reaches_its_caller_and_the_thread_goes_on() -> None:
 def test_a_cancelled_caller_does_not_stop_the_calls_behind_it() -> None:
     async def scenario() -> None:
         model_thread = ModelThread("test-model")
-        release = threading.Event()
-        first = asyncio.ensure_future(model_thread.run(release.wait, 10))
+        started, release = threading.Event(), threading.Event()
+
+        def hold() -> None:
+            started.set()
+            release.wait(10)
+
+        first = asyncio.ensure_future(model_thread.run(hold))
         second = asyncio.ensure_future(model_thread.run(lambda: "second"))
-        await asyncio.sleep(0.01)
+        await asyncio.to_thread(started.wait, 10)  # the first call is on the model thread now
         first.cancel()
         release.set()
         assert await second == "second"
@@ -67,9 +72,10 @@ def test_shutdown_finishes_what_is_queued_then_refuses_new_calls() -> None:
         done: list[int] = []
         pending = [asyncio.ensure_future(model_thread.run(lambda i=i: release.wait(10) and done.append(i)))
                    for i in range(3)]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0)  # one loop turn: the three calls are queued (the first one blocked)
+        stopping = asyncio.ensure_future(asyncio.to_thread(model_thread.shutdown))
         release.set()
-        await asyncio.to_thread(model_thread.shutdown)
+        await stopping
         await asyncio.gather(*pending)
         assert done == [0, 1, 2]
         with pytest.raises(RuntimeError, match="shut down"):
