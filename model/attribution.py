@@ -40,20 +40,27 @@ def gradients_enabled() -> Iterator[None]:
         yield
 
 
-def _word_vectors(network: SentimentRNN, token_ids: Tensor) -> Tensor:
-    """The text's word vectors as a plain tensor autograd may use, even if called in inference mode."""
+def _word_vectors(network: SentimentRNN, token_ids: Tensor, subword_ids: Tensor | None) -> Tensor:
+    """The text's input vectors (SentimentRNN.embed) as a plain tensor autograd may use, even if
+    called in inference mode."""
     with torch.inference_mode(False), torch.no_grad():
-        return network.embedding(token_ids.clone()).unsqueeze(0)  # [1, T, E]
+        subwords = subword_ids.clone() if subword_ids is not None else None
+        return network.embed(token_ids.clone(), subwords).unsqueeze(0)  # [1, T, E]
 
 
 def _lengths(rows: int, steps: int) -> Tensor:
     return torch.full((rows,), steps, dtype=torch.int64)  # [B]
 
 
-def gradient_x_input(network: SentimentRNN, token_ids: Tensor, target: int) -> Tensor:
-    """∇_{x_t} f · x_t per token [T] for one text token_ids [T] (Shrikumar et al. 2016)."""
+def gradient_x_input(network: SentimentRNN, token_ids: Tensor, target: int,
+                     subword_ids: Tensor | None = None) -> Tensor:
+    """∇_{x_t} f · x_t per token [T] for one text token_ids [T] (Shrikumar et al. 2016).
+
+    subword_ids [T, K]: the unknown tokens' n-grams (SentimentRNN.embed), here and below; x_t is
+    the token's whole input vector, n-grams included.
+    """
     with gradients_enabled():
-        x = _word_vectors(network, token_ids).clone().requires_grad_()  # [1, T, E]
+        x = _word_vectors(network, token_ids, subword_ids).clone().requires_grad_()  # [1, T, E]
         f = target_log_odds(network.forward_embedded(x, _lengths(1, x.shape[1])).logits, target)  # [1]
         (grad,) = torch.autograd.grad(f.sum(), x)  # [1, T, E]
     return (grad * x.detach()).sum(-1)[0]  # [T]
@@ -66,7 +73,8 @@ class IntegratedGradients:
     completeness_gap: float  # |sum(scores) − logit_difference|
 
 
-def integrated_gradients(network: SentimentRNN, token_ids: Tensor, target: int, steps: int = 32) -> IntegratedGradients:
+def integrated_gradients(network: SentimentRNN, token_ids: Tensor, target: int, steps: int = 32,
+                         subword_ids: Tensor | None = None) -> IntegratedGradients:
     """Integrated gradients from the all-zero word-vector baseline (Sundararajan et al. 2017).
 
     The path integral uses `steps`-point Gauss-Legendre quadrature (as Captum does by default),
@@ -78,7 +86,7 @@ def integrated_gradients(network: SentimentRNN, token_ids: Tensor, target: int, 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     nodes, weights = np.polynomial.legendre.leggauss(steps)  # on [-1, 1]
-    x = _word_vectors(network, token_ids)  # [1, T, E]
+    x = _word_vectors(network, token_ids, subword_ids)  # [1, T, E]
     alphas = torch.tensor((nodes + 1) / 2, dtype=x.dtype, device=x.device)  # [S] in (0, 1)
     quadrature = torch.tensor(weights / 2, dtype=x.dtype, device=x.device)  # [S] summing to 1
     with gradients_enabled():
@@ -94,25 +102,28 @@ def integrated_gradients(network: SentimentRNN, token_ids: Tensor, target: int, 
                                completeness_gap=abs(float(scores.sum()) - difference))
 
 
-def occlusion(network: SentimentRNN, token_ids: Tensor, target: int) -> Tensor:
+def occlusion(network: SentimentRNN, token_ids: Tensor, target: int,
+              subword_ids: Tensor | None = None) -> Tensor:
     """f(text) − f(text without token t) per token [T]; all T shortened texts run as one batch.
 
     A one-token text without its token is the empty text: the classifier on the zero state.
+    The texts are cut as input vectors, so each remaining token keeps its n-grams.
     """
-    count = token_ids.shape[0]
+    x = _word_vectors(network, token_ids, subword_ids)  # [1, T, E]
+    count = x.shape[1]
     with torch.no_grad():
-        full = target_log_odds(network(token_ids.unsqueeze(0), _lengths(1, count)).logits, target)  # [1]
+        full = target_log_odds(network.forward_embedded(x, _lengths(1, count)).logits, target)  # [1]
         if count == 1:
-            zero = torch.zeros(1, network.output_size, device=token_ids.device)  # [1, H*D]
+            zero = torch.zeros(1, network.output_size, device=x.device)  # [1, H*D]
             return full - target_log_odds(network.classify_pooled(zero), target)  # [1]
-        keep = ~torch.eye(count, dtype=torch.bool, device=token_ids.device)  # [T, T] row t drops t
-        shortened = token_ids.unsqueeze(0).expand(count, count)[keep].view(count, count - 1)  # [T, T-1]
-        without = target_log_odds(network(shortened, _lengths(count, count - 1)).logits, target)  # [T]
+        keep = ~torch.eye(count, dtype=torch.bool, device=x.device)  # [T, T] row t drops t
+        shortened = x.expand(count, -1, -1)[keep].view(count, count - 1, -1)  # [T, T-1, E]
+        without = target_log_odds(network.forward_embedded(shortened, _lengths(count, count - 1)).logits, target)  # [T]
     return full - without  # [T]
 
 
 def memory_profile(network: SentimentRNN, token_ids: Tensor,
-                   layers: Sequence[int]) -> dict[tuple[int, int], Tensor]:
+                   layers: Sequence[int], subword_ids: Tensor | None = None) -> dict[tuple[int, int], Tensor]:
     """‖∂h_final / ∂x_t‖_F per token for each (layer, direction index) of `layers`.
 
     h_final is that layer and direction's state after its last step (the forward direction's
@@ -122,7 +133,7 @@ def memory_profile(network: SentimentRNN, token_ids: Tensor,
     """
     size = network.config.hidden_size
     directions = network.config.num_directions
-    x = _word_vectors(network, token_ids)  # [1, T, E]
+    x = _word_vectors(network, token_ids, subword_ids)  # [1, T, E]
     steps = x.shape[1]
     # (layer, direction, unit) per row; chunked so huge states do not need one huge batch.
     rows = [(layer, direction, unit) for layer in layers for direction in range(directions) for unit in range(size)]

@@ -31,11 +31,12 @@ from .inference import (
     predict_encoded,
     to_predictions,
 )
+from .subwords import subword_array
 from .trace import StepStates
-from .vocabulary import PAD_ID
+from .vocabulary import PAD_ID, UNK_ID
 
 __all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxForward", "Predictor", "make_predictor",
-           "padded_arrays"]
+           "padded_arrays", "padded_subword_array"]
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
@@ -55,6 +56,7 @@ class OnnxForward:
         from .onnx_export import (
             INPUT_IDS,
             INPUT_LENGTHS,
+            INPUT_SUBWORDS,
             OUTPUT_PROBABILITIES,
             build_onnx_model,
             layer_states_output,
@@ -69,16 +71,30 @@ class OnnxForward:
         self._session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                                      providers=["CPUExecutionProvider"])
         self._inputs = (INPUT_IDS, INPUT_LENGTHS)
+        self._subwords_input = INPUT_SUBWORDS
+        # With sub-words the graph always takes n-gram ids; one padding column when none are needed.
+        self.subword_pad: int | None = loaded.config.subword_buckets or None
         self._outputs = [OUTPUT_PROBABILITIES]
         self._step_outputs = [OUTPUT_PROBABILITIES] + [layer_states_output(layer)
                                                        for layer in range(loaded.config.num_layers)]
 
-    def probabilities(self, token_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-        """token_ids [B, T] int64, lengths [B] -> probabilities [B, C] float32."""
-        feeds = {self._inputs[0]: token_ids, self._inputs[1]: lengths.astype(np.int32)}
-        return self._session.run(self._outputs, feeds)[0]
+    def probabilities(self, token_ids: np.ndarray, lengths: np.ndarray,
+                      subword_ids: np.ndarray | None = None) -> np.ndarray:
+        """token_ids [B, T] int64, lengths [B], subword_ids [B, T, K] int64 or None -> probabilities [B, C] float32."""
+        return self._session.run(self._outputs, self._feeds(token_ids, lengths, subword_ids))[0]
 
-    def step_states(self, token_ids: Sequence[int]) -> StepStates:
+    def _feeds(self, token_ids: np.ndarray, lengths: np.ndarray, subword_ids: np.ndarray | None) -> dict[str, np.ndarray]:
+        feeds = {self._inputs[0]: token_ids, self._inputs[1]: lengths.astype(np.int32)}
+        if self.subword_pad is not None:
+            if subword_ids is None:
+                subword_ids = np.full((*token_ids.shape, 1), self.subword_pad, dtype=np.int64)  # [B, T, 1]
+            feeds[self._subwords_input] = subword_ids
+        elif subword_ids is not None:
+            raise ValueError("this model has no sub-words; pass subword_ids=None")
+        return feeds
+
+    def step_states(self, token_ids: Sequence[int],
+                    subword_ids: Sequence[Sequence[int]] = ()) -> StepStates:
         """One text's recurrence: every layer's states [1, T, D*H] and its probabilities [C].
 
         Layer states come out time-major [T, D, 1, H]; with one text and one direction that is
@@ -87,8 +103,10 @@ class OnnxForward:
         """
         ids = np.asarray(token_ids, dtype=np.int64).reshape(1, -1)  # [1, T]
         steps = ids.shape[1]
+        subwords = (subword_array([subword_ids], steps, self.subword_pad)
+                    if subword_ids and self.subword_pad is not None else None)  # [1, T, K]
         probabilities, *layers = self._session.run(
-            self._step_outputs, {self._inputs[0]: ids, self._inputs[1]: np.array([steps], dtype=np.int32)})
+            self._step_outputs, self._feeds(ids, np.array([steps], dtype=np.int64), subwords))
         return StepStates(
             layers=[torch.from_numpy(y).permute(2, 0, 1, 3).reshape(1, steps, -1) for y in layers],  # [1, T, D*H]
             probabilities=torch.from_numpy(probabilities[0]),  # [C]
@@ -113,7 +131,9 @@ class Predictor:
         if self.onnx is None or len(batch) > self.onnx_max_batch or not batch:
             return predict_encoded(self.loaded, batch)
         token_ids, lengths = padded_arrays(batch)
-        rows = self.onnx.probabilities(token_ids, lengths)  # [B, C]
+        subword_ids = (padded_subword_array(batch, token_ids.shape[1], self.onnx.subword_pad)
+                       if self.onnx.subword_pad is not None else None)  # [B, T, K]
+        rows = self.onnx.probabilities(token_ids, lengths, subword_ids)  # [B, C]
         return to_predictions(self.loaded.config.labels, rows.tolist(), batch)
 
     def step_states(self, encoded: EncodedText) -> StepStates | None:
@@ -121,7 +141,7 @@ class Predictor:
         must run its own: no session, or a bidirectional network (its prefixes need a batch)."""
         if self.onnx is None or self.loaded.config.bidirectional:
             return None
-        return self.onnx.step_states(encoded.ids)
+        return self.onnx.step_states(encoded.ids, encoded.subword_ids)
 
 
 def padded_arrays(batch: Sequence[EncodedText]) -> tuple[np.ndarray, np.ndarray]:
@@ -132,6 +152,13 @@ def padded_arrays(batch: Sequence[EncodedText]) -> tuple[np.ndarray, np.ndarray]
     for row, item in enumerate(batch):
         token_ids[row, : len(item.ids)] = item.ids
     return token_ids, lengths
+
+
+def padded_subword_array(batch: Sequence[EncodedText], steps: int, pad: int) -> np.ndarray | None:
+    """The batch's n-gram ids [B, T, K] int64 padded with `pad`, or None when no text has any."""
+    if not any(item.subword_ids for item in batch):
+        return None
+    return subword_array([item.subword_ids for item in batch], steps, pad)
 
 
 def make_predictor(loaded: LoadedModel, backend: str, threads: int,
@@ -177,8 +204,19 @@ def _disagreement(loaded: LoadedModel, onnx: OnnxForward) -> float:
     for row, length in enumerate(lengths):
         token_ids[row, :length] = torch.randint(1, vocab_size, (length,), generator=generator)
     lengths_tensor = torch.tensor(lengths, dtype=torch.int64)
+    subword_ids = None
+    buckets = loaded.config.subword_buckets
+    if buckets:
+        # Every third token unknown, with 1..6 n-grams (the rest padding), as unseen words have.
+        token_ids[:, ::3] = torch.where(token_ids[:, ::3] == PAD_ID, PAD_ID, UNK_ID)
+        subword_ids = torch.randint(0, buckets, (*token_ids.shape, 6), generator=generator)  # [B, T, 6]
+        counts = torch.randint(1, 7, token_ids.shape, generator=generator).unsqueeze(-1)  # [B, T, 1]
+        keep = (torch.arange(6) < counts) & (token_ids == UNK_ID).unsqueeze(-1)
+        subword_ids = torch.where(keep, subword_ids, buckets)
     with torch.inference_mode():
-        logits = loaded.network(token_ids.to(loaded.device), lengths_tensor).logits
+        logits = loaded.network(token_ids.to(loaded.device), lengths_tensor,
+                                subword_ids=subword_ids.to(loaded.device) if subword_ids is not None else None).logits
         expected = torch.softmax(logits.float(), dim=-1).cpu().numpy()  # [B, C]
-    actual = onnx.probabilities(token_ids.numpy(), lengths_tensor.numpy())
+    actual = onnx.probabilities(token_ids.numpy(), lengths_tensor.numpy(),
+                                subword_ids.numpy() if subword_ids is not None else None)
     return float(np.abs(actual - expected).max())

@@ -71,10 +71,12 @@ class CellReplay:
 
 
 def replay_cells(network: SentimentRNN, token_ids: Tensor, top_outputs: Tensor | None = None,
-                 layer_outputs: Sequence[Tensor] | None = None) -> list[CellReplay]:
+                 layer_outputs: Sequence[Tensor] | None = None,
+                 subword_ids: Tensor | None = None) -> list[CellReplay]:
     """Every layer and direction of one text's recurrence, ordered layer then direction.
 
-    token_ids: [T] one unpadded text. Starts from the zero state, as predict does.
+    token_ids: [T] one unpadded text, subword_ids [T, K] its unknown tokens' n-grams or None
+    (SentimentRNN.embed). Starts from the zero state, as predict does.
     top_outputs: the network's own top-layer states [1, T, H*D] for this text, when the caller
     has them already; a one-layer network then needs no extra recurrent pass.
     layer_outputs: every layer's states [1, T, H*D], bottom first, when the caller has them all
@@ -83,7 +85,7 @@ def replay_cells(network: SentimentRNN, token_ids: Tensor, top_outputs: Tensor |
     cell = network.config.cell
     size = network.config.hidden_size
     with torch.no_grad():
-        layer_input = network.embedding(token_ids).unsqueeze(0)  # [1, T, E] (dropout is off in eval)
+        layer_input = network.embed(token_ids, subword_ids).unsqueeze(0)  # [1, T, E] (dropout is off in eval)
         replays: list[CellReplay] = []
         for layer, module in enumerate(_layer_modules(network)):
             with warnings.catch_warnings():

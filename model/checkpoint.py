@@ -68,6 +68,13 @@ def save_checkpoint(directory: str | Path, network: SentimentRNN, vocab: Vocabul
     if network.embedding.num_embeddings != len(vocab):
         raise ValueError(f"network has {network.embedding.num_embeddings} embeddings but the "
                          f"vocabulary has {len(vocab)} tokens")
+    if network.has_unfolded_subwords:
+        # A loaded network never has the known-word n-gram table: it would silently serve without it.
+        raise ValueError("fold the known words' n-grams into their vectors before saving "
+                         "(SentimentRNN.fold_known_subwords)")
+    if vocab.subword_buckets != config.subword_buckets:
+        raise ValueError(f"vocabulary hashes into {vocab.subword_buckets} n-gram buckets, "
+                         f"the config says {config.subword_buckets}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     dtype = _WEIGHT_DTYPES[weights_dtype]
@@ -116,7 +123,7 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise CheckpointError(f"{config_path} is not a valid checkpoint config: {error}") from error
     try:
-        vocab = Vocabulary.from_json(contents[VOCAB_FILE].decode("utf-8"))
+        vocab = Vocabulary.from_json(contents[VOCAB_FILE].decode("utf-8"), config.subword_buckets)
     except ValueError as error:  # includes JSON and UTF-8 decode errors
         raise CheckpointError(f"{vocab_path} is not a valid vocabulary: {error}") from error
     try:

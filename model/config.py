@@ -26,6 +26,9 @@ class ModelConfig:
     labels: tuple[str, ...] = ("negative", "positive")  # index = class id in the data
     max_tokens: int = 128  # longer texts are truncated (SST sentences stay well under 64)
     temperature: float = 1.0  # logits are divided by this; fitted on dev after training
+    # Rows of the hashed character n-gram table (model/subwords.py); 0 = words only. A word's
+    # input is its vector plus the mean of its n-gram vectors, so an unseen word is not just <unk>.
+    subword_buckets: int = 0
 
     def __post_init__(self) -> None:
         # JSON gives lists; the dataclass promises a tuple (hashable, immutable).
@@ -44,6 +47,8 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be at least two distinct names, got {self.labels}")
+        if self.subword_buckets < 0:
+            raise ValueError(f"subword_buckets must be >= 0 (0 = no sub-words), got {self.subword_buckets}")
         if not self.temperature > 0.0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         return self

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .subwords import subword_array
 from .tokenizer import normalize_sst_tokens
 from .vocabulary import PAD_ID, Vocabulary
 
@@ -29,6 +30,9 @@ class Batch:
     # [B] int64 positions of the rows in the example list they came from, so per-example
     # targets computed once up front (a teacher's soft labels) can follow a shuffled batch.
     indices: Tensor | None = None
+    # [B, T, K] int64 n-gram ids of the tokens encoded as <unk> (SentimentRNN.embed), None
+    # when the vocabulary has no sub-words or no token of the batch is unknown.
+    subword_ids: Tensor | None = None
 
 
 def read_sst_tsv(path: str | Path) -> list[Example]:
@@ -50,14 +54,20 @@ def read_sst_tsv(path: str | Path) -> list[Example]:
     return examples
 
 
-def make_batch(id_lists: list[list[int]], labels: list[int], indices: list[int] | None = None) -> Batch:
-    """Pad id lists to the longest one."""
+def make_batch(id_lists: list[list[int]], labels: list[int], indices: list[int] | None = None,
+               subword_lists: list[tuple[tuple[int, ...], ...]] | None = None, subword_pad: int = 0) -> Batch:
+    """Pad id lists to the longest one; subword_lists (per text, Vocabulary.unknown_subwords) likewise."""
     lengths = torch.tensor([len(ids) for ids in id_lists], dtype=torch.int64)  # [B]
-    token_ids = torch.full((len(id_lists), int(lengths.max())), PAD_ID, dtype=torch.int64)  # [B, T]
+    steps = int(lengths.max())
+    token_ids = torch.full((len(id_lists), steps), PAD_ID, dtype=torch.int64)  # [B, T]
     for row, ids in enumerate(id_lists):
         token_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
+    subword_ids = None
+    if subword_lists and any(subword_lists):
+        subword_ids = torch.from_numpy(subword_array(subword_lists, steps, subword_pad))  # [B, T, K]
     return Batch(token_ids=token_ids, lengths=lengths, labels=torch.tensor(labels, dtype=torch.int64),
-                 indices=None if indices is None else torch.tensor(indices, dtype=torch.int64))
+                 indices=None if indices is None else torch.tensor(indices, dtype=torch.int64),
+                 subword_ids=subword_ids)
 
 
 def length_bucketed_batches(examples: list[Example], vocab: Vocabulary, batch_size: int,
@@ -81,7 +91,8 @@ def length_bucketed_batches(examples: list[Example], vocab: Vocabulary, batch_si
         rng.shuffle(groups)
     batches = []
     for group in groups:
-        ids = [vocab.encode(examples[i].tokens[:max_tokens] if max_tokens else examples[i].tokens)
-               for i in group]
-        batches.append(make_batch(ids, [examples[i].label for i in group], group))
+        tokens = [examples[i].tokens[:max_tokens] if max_tokens else examples[i].tokens for i in group]
+        ids = [vocab.encode(text) for text in tokens]
+        subwords = [vocab.unknown_subwords(text, text_ids) for text, text_ids in zip(tokens, ids)]
+        batches.append(make_batch(ids, [examples[i].label for i in group], group, subwords, vocab.subword_buckets))
     return batches

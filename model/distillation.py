@@ -54,7 +54,8 @@ def teacher_probabilities(teacher_dirs: Sequence[str | Path], examples: Sequence
             for batch in length_bucketed_batches(examples, teacher.vocab, batch_size,
                                                  max_tokens=teacher.config.max_tokens):
                 assert batch.indices is not None
-                logits = teacher.network(batch.token_ids, batch.lengths).logits.double()  # [B, C]
+                logits = teacher.network(batch.token_ids, batch.lengths,
+                                         subword_ids=batch.subword_ids).logits.double()  # [B, C]
                 probabilities[batch.indices] = torch.softmax(logits / temperature, dim=-1)
         accuracies.append(float((probabilities.argmax(dim=-1) == gold).double().mean()))
         total += probabilities
@@ -83,15 +84,20 @@ class OnlineTeachers:
             # The student's ids in the teacher's vocabulary: the student's <unk> (a dropped
             # word) is the teacher's <unk>, padding its padding.
             id_map = torch.tensor(teacher.vocab.encode(vocab.tokens), dtype=torch.int64)  # [V_student]
-            self._teachers.append((teacher.network, id_map))
+            # The student's n-gram ids of its unknown tokens mean the same to a teacher that hashes
+            # into as many buckets; any other teacher sees those tokens as plain <unk>.
+            shares_subwords = teacher.config.subword_buckets == vocab.subword_buckets > 0
+            self._teachers.append((teacher.network, id_map, shares_subwords))
 
-    def probabilities(self, token_ids: Tensor, lengths: Tensor) -> Tensor:
-        """Mean over teachers of softmax(logits / T) for a student batch token_ids [B, T]; [B, C]."""
+    def probabilities(self, token_ids: Tensor, lengths: Tensor, subword_ids: Tensor | None = None) -> Tensor:
+        """Mean over teachers of softmax(logits / T) for a student batch token_ids [B, T] (its
+        unknown tokens' n-grams subword_ids [B, T, K] or None); [B, C]."""
         total = None
         # no_grad, not inference_mode: the result is a target inside the student's autograd graph.
         with torch.no_grad():
-            for network, id_map in self._teachers:
-                logits = network(id_map[token_ids], lengths).logits  # [B, C]
+            for network, id_map, shares_subwords in self._teachers:
+                subwords = subword_ids if shares_subwords else None
+                logits = network(id_map[token_ids], lengths, subword_ids=subwords).logits  # [B, C]
                 probabilities = torch.softmax(logits / self.temperature, dim=-1)
                 total = probabilities if total is None else total + probabilities
         assert total is not None

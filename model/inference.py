@@ -22,6 +22,9 @@ class EncodedText:
     ids: tuple[int, ...]
     unknown_count: int
     truncated: bool
+    # Per token, the n-gram ids the network adds (Vocabulary.unknown_subwords); () when the
+    # model has no sub-words or the text no unknown token.
+    subword_ids: tuple[tuple[int, ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ def encode_tokens(tokens: Sequence[str], vocab: Vocabulary, max_tokens: int) -> 
     ids = tuple(vocab.encode(kept))
     # Not known == encoded as <unk> or <pad> (Vocabulary.is_known); counting ids is 10x cheaper.
     unknown = ids.count(UNK_ID) + ids.count(PAD_ID)
-    return EncodedText(tokens=kept, ids=ids, unknown_count=unknown, truncated=len(tokens) > max_tokens)
+    return EncodedText(tokens=kept, ids=ids, unknown_count=unknown, truncated=len(tokens) > max_tokens,
+                       subword_ids=vocab.unknown_subwords(kept, ids) if unknown else ())
 
 
 def encode_texts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> list[EncodedText]:
@@ -66,17 +70,20 @@ def predict_encoded(loaded: LoadedModel, batch: Sequence[EncodedText]) -> list[P
     if not batch:
         return []
     network = loaded.network
-    tensors = padded_batch(batch)
+    tensors = padded_batch(batch, loaded.config.subword_buckets)
     with torch.inference_mode():
         # pack_padded_sequence(enforce_sorted=False) sorts by length inside and restores the order.
-        output = network(tensors.token_ids.to(loaded.device), tensors.lengths)
+        subword_ids = tensors.subword_ids.to(loaded.device) if tensors.subword_ids is not None else None
+        output = network(tensors.token_ids.to(loaded.device), tensors.lengths, subword_ids=subword_ids)
         probabilities = torch.softmax(output.logits.float(), dim=-1).cpu()  # [B, C]
     return to_predictions(loaded.config.labels, probabilities.tolist(), batch)
 
 
-def padded_batch(batch: Sequence[EncodedText]) -> Batch:
-    """Token ids padded to the longest text [B, T] and the lengths [B], on the CPU."""
-    return make_batch([list(item.ids) for item in batch], [0] * len(batch))
+def padded_batch(batch: Sequence[EncodedText], subword_pad: int = 0) -> Batch:
+    """Token ids padded to the longest text [B, T], the lengths [B] and any n-gram ids [B, T, K]
+    (padded with subword_pad, the model's subword_buckets), on the CPU."""
+    return make_batch([list(item.ids) for item in batch], [0] * len(batch),
+                      subword_lists=[item.subword_ids for item in batch], subword_pad=subword_pad)
 
 
 def to_predictions(labels: Sequence[str], rows: Sequence[Sequence[float]],

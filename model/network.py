@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from .config import ModelConfig
-from .vocabulary import PAD_ID
+from .vocabulary import PAD_ID, UNK_ID
 
 __all__ = ["RecurrentState", "EncodedSequence", "RNNOutput", "AdditiveAttention", "SentimentRNN"]
 
@@ -66,6 +66,20 @@ class SentimentRNN(nn.Module):
         nn.init.normal_(self.embedding.weight, mean=0.0, std=0.1)
         with torch.no_grad():
             self.embedding.weight[PAD_ID].zero_()
+        # Hashed character n-grams (model/subwords.py): a token's input is its word vector plus
+        # the mean of its n-gram vectors; row `subword_buckets` pads and is left out of the mean.
+        self.subword_embedding: nn.EmbeddingBag | None = None
+        if config.subword_buckets:
+            self.subword_embedding = nn.EmbeddingBag(config.subword_buckets + 1, config.embedding_dim,
+                                                     mode="mean", padding_idx=config.subword_buckets)
+            nn.init.normal_(self.subword_embedding.weight, mean=0.0, std=0.1)
+            with torch.no_grad():
+                self.subword_embedding.weight[config.subword_buckets].zero_()
+        # The n-gram ids of each vocabulary word [V, K] while training (set_known_subwords). A
+        # trained network folds their mean into the word vectors (fold_known_subwords), so that
+        # only words outside the vocabulary need n-grams at request time; not saved.
+        self.register_buffer("known_subwords", torch.empty(vocab_size, 0, dtype=torch.int64), persistent=False)
+        self.register_buffer("known_subword_counts", torch.zeros(vocab_size, dtype=torch.int64), persistent=False)
         # Dropout between stacked layers only; PyTorch warns when asked for it with one layer.
         common = dict(
             input_size=config.embedding_dim,
@@ -90,20 +104,98 @@ class SentimentRNN(nn.Module):
     def output_size(self) -> int:
         return self.config.hidden_size * self.config.num_directions
 
+    def embed(self, token_ids: Tensor, subword_ids: Tensor | None = None) -> Tensor:
+        """Each token's input vector [..., E] for token_ids [...]: its word vector, plus with
+        sub-words the mean of its n-gram vectors.
+
+        subword_ids [..., K]: n-gram ids of the tokens encoded as <unk> (Vocabulary.unknown_subwords),
+        padded with config.subword_buckets; None when no token needs any. Known words take theirs
+        from known_subwords while training and from their folded word vector after.
+        """
+        vectors = self.embedding(token_ids)  # [..., E]
+        if self.subword_embedding is None:
+            if subword_ids is not None:
+                raise ValueError("this network has no sub-word table (subword_buckets is 0); pass subword_ids=None")
+            return vectors
+        if self.known_subwords.shape[-1]:
+            vectors = vectors + self._subword_mean(self._known_subwords_of(token_ids))
+        if subword_ids is not None:
+            if subword_ids.shape[:-1] != token_ids.shape:
+                raise ValueError(f"subword_ids {tuple(subword_ids.shape)} must be token_ids "
+                                 f"{tuple(token_ids.shape)} plus one n-gram axis")
+            vectors = vectors + self._subword_mean(subword_ids)
+        return vectors
+
+    def set_known_subwords(self, table: Tensor) -> None:
+        """Train with every vocabulary word's n-grams: table [V, K] (Vocabulary.known_subword_table)."""
+        if self.subword_embedding is None:
+            raise ValueError("this network has no sub-word table (subword_buckets is 0)")
+        if table.dim() != 2 or table.shape[0] != self.embedding.num_embeddings:
+            raise ValueError(f"expected a [{self.embedding.num_embeddings}, K] n-gram table, got {tuple(table.shape)}")
+        device = self.embedding.weight.device
+        self.known_subwords = table.to(device, torch.int64)
+        self.known_subword_counts = (self.known_subwords != self.config.subword_buckets).sum(-1)  # [V]
+
+    def fold_known_subwords(self) -> None:
+        """Add each vocabulary word's mean n-gram vector to its word vector, once, and forget the
+        table: the same function, computed once per word instead of once per token. Checkpoints
+        hold folded networks."""
+        if self.known_subwords.shape[-1]:
+            with torch.no_grad():
+                self.embedding.weight += self._subword_mean(self.known_subwords)  # [V, E] padding row: +0
+        self.known_subwords = self.known_subwords[:, :0]
+        self.known_subword_counts = torch.zeros_like(self.known_subword_counts)
+
+    @property
+    def has_unfolded_subwords(self) -> bool:
+        return bool(self.known_subwords.shape[-1])
+
+    def drop_words(self, token_ids: Tensor, subword_ids: Tensor | None,
+                   dropped: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Word dropout: the tokens where dropped [B, T] is True become <unk> but keep their n-grams,
+        as an unseen word does at request time. Already-unknown tokens must not be dropped."""
+        token_ids_out = token_ids.masked_fill(dropped, UNK_ID)  # [B, T]
+        if not self.has_unfolded_subwords or not bool(dropped.any()):
+            return token_ids_out, subword_ids
+        moved = self._known_subwords_of(token_ids)  # [B, T, K1]
+        pad = self.config.subword_buckets
+        if subword_ids is None:
+            subword_ids = torch.full_like(moved, pad)
+        width = max(moved.shape[-1], subword_ids.shape[-1])
+        moved = nn.functional.pad(moved, (0, width - moved.shape[-1]), value=pad)
+        subword_ids = nn.functional.pad(subword_ids, (0, width - subword_ids.shape[-1]), value=pad)
+        return token_ids_out, torch.where(dropped.unsqueeze(-1), moved, subword_ids)  # [B, T, K]
+
+    def _known_subwords_of(self, token_ids: Tensor) -> Tensor:
+        """known_subwords rows for token_ids [...] -> [..., K], cut to the longest row they need."""
+        width = max(1, int(self.known_subword_counts[token_ids].max())) if token_ids.numel() else 1
+        return self.known_subwords[token_ids][..., :width]
+
+    def _subword_mean(self, subword_ids: Tensor) -> Tensor:
+        """Mean n-gram vector per position [..., E] of subword_ids [..., K]; zeros where all pad."""
+        assert self.subword_embedding is not None
+        width = subword_ids.shape[-1]
+        if width == 0:
+            return torch.zeros(*subword_ids.shape[:-1], self.config.embedding_dim,
+                               device=self.embedding.weight.device, dtype=self.embedding.weight.dtype)
+        means = self.subword_embedding(subword_ids.reshape(-1, width))  # [N, E]
+        return means.view(*subword_ids.shape[:-1], -1)
+
     def encode(self, token_ids: Tensor, lengths: Tensor,
-               initial_state: RecurrentState | None = None) -> EncodedSequence:
+               initial_state: RecurrentState | None = None,
+               subword_ids: Tensor | None = None) -> EncodedSequence:
         """Run the recurrence over a padded batch, starting from initial_state (zeros if None).
 
         Packing means padding is never read: each row stops at its own length, and the
         final state is the state after that row's last real token. Every length must be >= 1.
         """
-        return self.encode_embedded(self.embedding(token_ids), lengths, initial_state)
+        return self.encode_embedded(self.embed(token_ids, subword_ids), lengths, initial_state)
 
     def encode_embedded(self, embedded: Tensor, lengths: Tensor,
                         initial_state: RecurrentState | None = None) -> EncodedSequence:
         """encode() from word vectors [B, T, E] instead of ids: what attributions differentiate.
 
-        encode(ids) is exactly encode_embedded(embedding(ids)).
+        encode(ids, subword_ids=s) is exactly encode_embedded(embed(ids, s)).
         """
         batch, steps = embedded.shape[:2]  # [B, T, E]
         lengths = lengths.to("cpu", torch.int64)  # pack_padded_sequence wants CPU lengths
@@ -117,14 +209,14 @@ class SentimentRNN(nn.Module):
 
     def forward(self, token_ids: Tensor, lengths: Tensor,
                 initial_state: RecurrentState | None = None,
-                return_steps: bool = False) -> RNNOutput:
-        encoded = self.encode(token_ids, lengths, initial_state)
+                return_steps: bool = False, subword_ids: Tensor | None = None) -> RNNOutput:
+        encoded = self.encode(token_ids, lengths, initial_state, subword_ids)
         return self._classify(encoded, lengths, return_steps)
 
     def forward_embedded(self, embedded: Tensor, lengths: Tensor,
                          initial_state: RecurrentState | None = None,
                          return_steps: bool = False) -> RNNOutput:
-        """forward() from word vectors [B, T, E]; forward(ids) equals forward_embedded(embedding(ids))."""
+        """forward() from word vectors [B, T, E]; forward(ids, subword_ids=s) equals forward_embedded(embed(ids, s))."""
         encoded = self.encode_embedded(embedded, lengths, initial_state)
         return self._classify(encoded, lengths, return_steps)
 
@@ -147,8 +239,9 @@ class SentimentRNN(nn.Module):
         """Logits for an already pooled representation [B, H*D] (e.g. a zero 'no evidence' state)."""
         return self.classifier(pooled) / self.config.temperature  # [B, C]
 
-    def forward_prefixes(self, token_ids: Tensor) -> RNNOutput:
-        """The answer for every prefix of ONE text token_ids [T]: row t of the logits [T, C] is what
+    def forward_prefixes(self, token_ids: Tensor, subword_ids: Tensor | None = None) -> RNNOutput:
+        """The answer for every prefix of ONE text token_ids [T] (subword_ids [T, K] or None, as for
+        embed): row t of the logits [T, C] is what
         forward() gives for the first t+1 tokens, and step_hidden [1, T, H*D] holds the full text's
         states (attention [1, T]: the full text's weights, pooling "attention").
 
@@ -161,12 +254,15 @@ class SentimentRNN(nn.Module):
         if self.config.bidirectional:
             keep = torch.ones(steps, steps, dtype=torch.bool, device=token_ids.device).tril()  # [T, T]
             prefixes = torch.where(keep, token_ids.unsqueeze(0).expand(steps, steps), PAD_ID)  # [T, T]
-            output = self(prefixes, torch.arange(1, steps + 1), return_steps=True)
+            # Padding is never read (packing), so every prefix row may carry the whole text's n-grams.
+            prefix_subwords = subword_ids.unsqueeze(0).expand(steps, -1, -1) if subword_ids is not None else None
+            output = self(prefixes, torch.arange(1, steps + 1), return_steps=True, subword_ids=prefix_subwords)
             assert output.step_hidden is not None
             attention = output.attention[-1:] if output.attention is not None else None  # [1, T]
             return RNNOutput(logits=output.logits, final_state=output.final_state,
                              step_hidden=output.step_hidden[-1:], attention=attention)
-        encoded = self.encode(token_ids.unsqueeze(0), torch.tensor([steps]))
+        encoded = self.encode(token_ids.unsqueeze(0), torch.tensor([steps]),
+                              subword_ids=subword_ids.unsqueeze(0) if subword_ids is not None else None)
         logits, attention = self.prefix_logits(encoded.outputs[0])
         return RNNOutput(logits=logits, final_state=encoded.final_state, step_hidden=encoded.outputs,
                          attention=attention)

@@ -22,10 +22,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 from .network import SentimentRNN
 
-__all__ = ["INPUT_IDS", "INPUT_LENGTHS", "OUTPUT_PROBABILITIES", "OPSET", "build_onnx_model", "layer_states_output"]
+__all__ = ["INPUT_IDS", "INPUT_LENGTHS", "INPUT_SUBWORDS", "OUTPUT_PROBABILITIES", "OPSET", "build_onnx_model",
+           "layer_states_output"]
 
 INPUT_IDS = "token_ids"  # [B, T] int64, padded with PAD_ID
 INPUT_LENGTHS = "lengths"  # [B] int32, each in [1, T]
+# [B, T, K] int64 n-gram ids of the unknown tokens, padded with subword_buckets (K >= 1); an
+# input only of networks with sub-words (SentimentRNN.embed).
+INPUT_SUBWORDS = "subword_ids"
 OUTPUT_PROBABILITIES = "probabilities"  # [B, C] float32, softmax of logits / temperature
 OPSET = 17
 
@@ -114,6 +118,21 @@ def _recurrent_layers(graph: _Graph, network: SentimentRNN, sequence: str) -> tu
     return sequence, final
 
 
+def _subword_means(graph: _Graph, network: SentimentRNN) -> str:
+    """The mean n-gram vector per token [B, T, E], as nn.EmbeddingBag(mode="mean") with its padding
+    row left out; zeros for a token without n-grams (the padding row is zeros)."""
+    assert network.subword_embedding is not None
+    pad = graph.constant("subword_pad", np.array(network.config.subword_buckets, dtype=np.int64))
+    vectors = graph.one("Gather", [graph.constant("subword_embedding", _array(network.subword_embedding.weight)),
+                                   INPUT_SUBWORDS])  # [B, T, K, E]
+    axis2 = graph.constant("axis2", np.array([2], dtype=np.int64))
+    total = graph.one("ReduceSum", [vectors, axis2], keepdims=0)  # [B, T, E]
+    real = graph.one("Cast", [graph.one("Not", [graph.one("Equal", [INPUT_SUBWORDS, pad])])], to=TensorProto.FLOAT)
+    counts = graph.one("ReduceSum", [real, axis2], keepdims=1)  # [B, T, 1]
+    counts = graph.one("Max", [counts, graph.constant("one_f", np.array(1.0, dtype=np.float32))])
+    return graph.one("Div", [total, counts])
+
+
 def _length_mask(graph: _Graph) -> str:
     """[B, T] bool: True where t < length (a real token)."""
     shape = graph.one("Shape", [INPUT_IDS])
@@ -162,8 +181,15 @@ def _pooled(graph: _Graph, network: SentimentRNN, outputs: str, final: str) -> s
 
 def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
     """The Predict forward of `network` (eval mode: no dropout) as a checked ONNX model."""
+    if network.has_unfolded_subwords:
+        raise ValueError("fold the known words' n-grams first (SentimentRNN.fold_known_subwords)")
     graph = _Graph()
     embedded = graph.one("Gather", [graph.constant("embedding", _array(network.embedding.weight)), INPUT_IDS])  # [B, T, E]
+    inputs = [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "steps"]),
+              helper.make_tensor_value_info(INPUT_LENGTHS, TensorProto.INT32, ["batch"])]
+    if network.subword_embedding is not None:
+        embedded = graph.one("Add", [embedded, _subword_means(graph, network)])  # [B, T, E]
+        inputs.append(helper.make_tensor_value_info(INPUT_SUBWORDS, TensorProto.INT64, ["batch", "steps", "ngrams"]))
     sequence = graph.one("Transpose", [embedded], perm=[1, 0, 2])  # [T, B, E]: ONNX recurrences are time-major
     outputs, final = _recurrent_layers(graph, network, sequence)
     pooled = _pooled(graph, network, outputs, final)
@@ -175,8 +201,7 @@ def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
     model = helper.make_model(
         helper.make_graph(
             graph.nodes, f"{network.config.cell}_sentiment",
-            inputs=[helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "steps"]),
-                    helper.make_tensor_value_info(INPUT_LENGTHS, TensorProto.INT32, ["batch"])],
+            inputs=inputs,
             outputs=[helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", labels])]
             + [helper.make_tensor_value_info(layer_states_output(layer), TensorProto.FLOAT,
                                              ["steps", network.config.num_directions, "batch", network.config.hidden_size])

@@ -48,16 +48,17 @@ _TRANSPOSED: "weakref.WeakKeyDictionary[torch.nn.RNNBase, dict[str, tuple[tuple[
 
 
 def replayed_gradient_x_input(network: SentimentRNN, token_ids: Tensor, target: int,
-                              replays: Sequence[CellReplay] | None = None) -> Tensor:
+                              replays: Sequence[CellReplay] | None = None,
+                              subword_ids: Tensor | None = None) -> Tensor:
     """∇_{x_t} f · x_t per token [T] for one text token_ids [T], as attribution.gradient_x_input.
 
-    replays: replay_cells(network, token_ids) for every layer, when the caller has them (a trace
-    does); otherwise they are computed here.
+    replays: replay_cells(network, token_ids, subword_ids=subword_ids) for every layer, when the
+    caller has them (a trace does); otherwise they are computed here.
     """
     if network.training or token_ids.device.type != "cpu":
-        return gradient_x_input(network, token_ids, target)
+        return gradient_x_input(network, token_ids, target, subword_ids)
     if replays is None:
-        replays = replay_cells(network, token_ids)
+        replays = replay_cells(network, token_ids, subword_ids=subword_ids)
     config = network.config
     by_layer = [[r for r in replays if r.layer == layer] for layer in range(config.num_layers)]
     if any(len(layer) != config.num_directions for layer in by_layer):

@@ -15,6 +15,7 @@ from .cell_replay import DIRECTIONS, GATES, CellReplay, replay_cells
 from .checkpoint import LoadedModel
 from .inference import EncodedText, PredictionResult, positive_index, to_prediction
 from .replay_backward import replayed_gradient_x_input
+from .subwords import subword_array
 
 __all__ = [
     "ATTRIBUTION_METHODS", "DEFAULT_INTEGRATED_GRADIENTS_STEPS", "MAX_INTEGRATED_GRADIENTS_STEPS",
@@ -138,9 +139,10 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
     device = loaded.device
     labels = loaded.config.labels
     ids = torch.tensor(encoded.ids, dtype=torch.int64, device=device)  # [T]
+    subwords = _text_subword_ids(encoded, loaded.config.subword_buckets, device)  # [T, K] | None
     with torch.inference_mode():
         if states is None:
-            output = network.forward_prefixes(ids)
+            output = network.forward_prefixes(ids, subwords)
             logits, weights = output.logits, output.attention
             assert output.step_hidden is not None
             top_outputs = output.step_hidden[-1:]  # [1, T, H*D] the full text's states
@@ -168,9 +170,9 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
     top = network.config.num_layers - 1
     layers = list(range(network.config.num_layers)) if options.all_layers else [top]
     # All layers: gradient × input reuses them.
-    every_replay = replay_cells(network, ids, top_outputs, states.layers if states is not None else None)
+    every_replay = replay_cells(network, ids, top_outputs, states.layers if states is not None else None, subwords)
     replays = [r for r in every_replay if r.layer in layers]
-    memory = memory_profile(network, ids, layers) if options.memory else None
+    memory = memory_profile(network, ids, layers, subwords) if options.memory else None
     cells = [_cell_steps(replay, network.config.cell, memory) for replay in replays]  # [cell][T]
     top_memory = None
     if memory is not None:
@@ -203,7 +205,7 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
         baseline=baseline_row,
         attention=attention,
         attributions=[
-            _attribution(method, loaded, ids, target, probabilities, baseline, options, every_replay)
+            _attribution(method, loaded, ids, subwords, target, probabilities, baseline, options, every_replay)
             for method in dict.fromkeys(options.attributions)  # each method once, first order kept
         ],
         memory=summarise_memory(top_memory) if top_memory is not None else None,
@@ -244,7 +246,14 @@ def _cell_steps(replay: CellReplay, cell: str, memory: dict[tuple[int, int], tor
     ]
 
 
-def _attribution(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int,
+def _text_subword_ids(encoded: EncodedText, buckets: int, device: torch.device) -> Tensor | None:
+    """One text's n-gram ids [T, K] padded with `buckets`, or None when it has none."""
+    if not encoded.subword_ids:
+        return None
+    return torch.from_numpy(subword_array([encoded.subword_ids], len(encoded.ids), buckets)[0]).to(device)
+
+
+def _attribution(method: str, loaded: LoadedModel, ids: torch.Tensor, subwords: Tensor | None, target: int,
                  probabilities: torch.Tensor, baseline: torch.Tensor, options: TraceOptions,
                  replays: list[CellReplay]) -> Attribution:
     label = loaded.config.labels[target]
@@ -254,11 +263,11 @@ def _attribution(method: str, loaded: LoadedModel, ids: torch.Tensor, target: in
         return Attribution(method, (answers[1:] - answers[:-1]).tolist(), label)
     if method == "gradient_x_input":
         # On CPU a hand-written backward through the gates replayed above (autograd elsewhere).
-        scores = replayed_gradient_x_input(network, ids, target, replays)
+        scores = replayed_gradient_x_input(network, ids, target, replays, subwords)
         return Attribution(method, scores.cpu().tolist(), label)
     if method == "occlusion":
-        return Attribution(method, occlusion(network, ids, target).cpu().tolist(), label)
+        return Attribution(method, occlusion(network, ids, target, subwords).cpu().tolist(), label)
     steps = options.integrated_gradients_steps
-    result = integrated_gradients(network, ids, target, steps)
+    result = integrated_gradients(network, ids, target, steps, subwords)
     return Attribution(method, result.scores.cpu().tolist(), label, steps=steps,
                        logit_difference=result.logit_difference, completeness_gap=result.completeness_gap)

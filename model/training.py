@@ -25,7 +25,7 @@ from .data import Batch, Example, length_bucketed_batches, read_sst_tsv
 from .distillation import OnlineTeachers, distillation_loss, teacher_probabilities
 from .metrics import classification_metrics
 from .network import SentimentRNN
-from .vocabulary import PAD_ID, UNK_ID, Vocabulary
+from .vocabulary import UNK_ID, Vocabulary
 
 __all__ = ["TrainConfig", "train", "add_train_arguments", "train_config_from_args", "fit_temperature"]
 
@@ -46,6 +46,8 @@ class TrainConfig:
     num_layers: int = 1
     bidirectional: bool = False
     pooling: str = "last"
+    # Hashed character n-gram rows (model/subwords.py); 0 = word vectors only.
+    subword_buckets: int = 0
     dropout: float = 0.5  # random-init embeddings over 67k short phrases overfit within 2 epochs
     max_tokens: int = 128
     epochs: int = 2  # SST-2 GRUs peak within 2 epochs of the phrase data; the cosine decay ends with the last
@@ -87,7 +89,7 @@ class TrainConfig:
         return ModelConfig(
             cell=self.cell, embedding_dim=self.embedding_dim, hidden_size=self.hidden_size,
             num_layers=self.num_layers, bidirectional=self.bidirectional, pooling=self.pooling,
-            dropout=self.dropout, max_tokens=self.max_tokens,
+            dropout=self.dropout, max_tokens=self.max_tokens, subword_buckets=self.subword_buckets,
         ).validate()
 
 
@@ -125,11 +127,14 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
         if not 0 <= example.label < num_classes:
             raise ValueError(f"label {example.label} outside 0..{num_classes - 1}")
 
-    vocab = Vocabulary.build((e.tokens for e in train_examples), config.min_freq, config.max_vocab)
+    vocab = Vocabulary.build((e.tokens for e in train_examples), config.min_freq, config.max_vocab,
+                             model_config.subword_buckets)
     soft_targets, teacher_summary = _teacher_targets(config, train_examples, dev_examples, model_config)
     online = (OnlineTeachers(config.teachers, vocab, model_config.labels, config.distill_temperature)
               if config.teachers and config.distill_online else None)
     network = SentimentRNN(model_config, len(vocab))
+    if model_config.subword_buckets:
+        network.set_known_subwords(vocab.known_subword_table())
     dev_batches = length_bucketed_batches(dev_examples, vocab, 256, max_tokens=config.max_tokens)
 
     steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
@@ -156,10 +161,11 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
             network.train()
             for batch in length_bucketed_batches(train_examples, vocab, config.batch_size, rng,
                                                  max_tokens=config.max_tokens):
-                token_ids = _drop_words(batch.token_ids, config.word_dropout)  # [B, T]
-                logits = network(token_ids, batch.lengths).logits  # [B, C]
+                token_ids, subword_ids = _drop_words(network, batch, config.word_dropout)  # [B, T], [B, T, K]
+                logits = network(token_ids, batch.lengths, subword_ids=subword_ids).logits  # [B, C]
                 if online is not None:
-                    loss = distillation_loss(logits, batch.labels, online.probabilities(token_ids, batch.lengths),
+                    teachers = online.probabilities(token_ids, batch.lengths, subword_ids)
+                    loss = distillation_loss(logits, batch.labels, teachers,
                                              config.distill_weight, config.distill_temperature)
                 elif soft_targets is None:
                     loss = nn.functional.cross_entropy(logits, batch.labels)
@@ -212,6 +218,8 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
             bar.close()
 
         network.load_state_dict(best_state)
+        # What ships: each known word's n-grams folded into its vector (same answers, computed once).
+        network.fold_known_subwords()
         if config.weights_dtype == "float16":
             # Score what will be shipped: the weights as they come back from a float16 file.
             with torch.no_grad():
@@ -291,6 +299,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-layers", type=int, default=d.num_layers)
     parser.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=d.bidirectional)
     parser.add_argument("--pooling", choices=POOLINGS, default=d.pooling, help="(default: %(default)s)")
+    parser.add_argument("--subword-buckets", type=int, default=d.subword_buckets,
+                        help="hashed character 3-5-gram rows added to each word's vector; 0 = none (default: %(default)s)")
     parser.add_argument("--dropout", type=float, default=d.dropout)
     parser.add_argument("--max-tokens", type=int, default=d.max_tokens)
     parser.add_argument("--epochs", type=int, default=d.epochs, help="upper bound; early stopping usually ends sooner")
@@ -332,7 +342,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         data_dir=args.data_dir, output_dir=args.output, name=args.name, version=args.model_version,
         cell=args.cell, embedding_dim=args.embedding_dim, hidden_size=args.hidden_size,
         num_layers=args.num_layers, bidirectional=args.bidirectional, pooling=args.pooling,
-        dropout=args.dropout, max_tokens=args.max_tokens, epochs=args.epochs,
+        subword_buckets=args.subword_buckets, dropout=args.dropout, max_tokens=args.max_tokens, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_fraction=args.warmup_fraction, word_dropout=args.word_dropout, ema_decay=args.ema_decay or None, grad_clip=args.grad_clip, patience=args.patience,
         evals_per_epoch=args.evals_per_epoch, seed=args.seed, deterministic=args.deterministic,
@@ -351,7 +361,7 @@ def _dev_predictions(network: SentimentRNN, batches: list[Batch], with_logits: b
     all_logits: list[Tensor] = []
     with torch.inference_mode():
         for batch in batches:
-            logits = network(batch.token_ids, batch.lengths).logits  # [B, C]
+            logits = network(batch.token_ids, batch.lengths, subword_ids=batch.subword_ids).logits  # [B, C]
             gold.extend(batch.labels.tolist())
             predicted.extend(logits.argmax(dim=-1).tolist())
             all_logits.append(logits)
@@ -378,11 +388,14 @@ def _swapped_in(parameters: list[nn.Parameter], replacement: list[Tensor] | None
                 parameter.copy_(value)
 
 
-def _drop_words(token_ids: Tensor, probability: float) -> Tensor:
+def _drop_words(network: SentimentRNN, batch: Batch, probability: float) -> tuple[Tensor, Tensor | None]:
+    """Word dropout: each known token becomes <unk> with `probability`, keeping its n-grams."""
     if probability <= 0.0:
-        return token_ids
-    dropped = (torch.rand(token_ids.shape) < probability) & (token_ids != PAD_ID)  # [B, T]
-    return token_ids.masked_fill(dropped, UNK_ID)  # [B, T]
+        return batch.token_ids, batch.subword_ids
+    token_ids = batch.token_ids
+    # Only known words: an unknown one is <unk> already, and its n-grams must stay.
+    dropped = (torch.rand(token_ids.shape) < probability) & (token_ids > UNK_ID)  # [B, T]
+    return network.drop_words(token_ids, batch.subword_ids, dropped)
 
 
 def _copy_state(network: nn.Module) -> dict[str, Tensor]:

@@ -63,7 +63,7 @@ def test_batches_above_the_limit_run_on_torch(vocab, tiny_network, monkeypatch):
     predictor = make_predictor(loaded, "auto", threads=1, onnx_max_batch=2)
     assert predictor.onnx is not None
 
-    def refuse(token_ids, lengths):
+    def refuse(token_ids, lengths, subword_ids=None):
         raise AssertionError(f"a batch of {len(lengths)} texts (limit 2) reached ONNX Runtime")
 
     monkeypatch.setattr(predictor.onnx, "probabilities", refuse)
@@ -86,7 +86,7 @@ def test_a_disagreeing_session_is_refused(vocab, tiny_network, monkeypatch):
     loaded = _loaded(tiny_network(len(vocab)), vocab)
     real = backends.OnnxForward.probabilities
     monkeypatch.setattr(backends.OnnxForward, "probabilities",
-                        lambda self, ids, lengths: real(self, ids, lengths)[:, ::-1].copy())
+                        lambda self, ids, lengths, subword_ids=None: real(self, ids, lengths, subword_ids)[:, ::-1].copy())
     with pytest.raises(ValueError, match="disagree"):
         make_predictor(loaded, "onnxruntime", threads=1)
     assert make_predictor(loaded, "auto", threads=1).onnx is None  # auto keeps serving, on torch
