@@ -59,6 +59,8 @@ def table(model_dir: Path, data_dir: Path) -> str:
         parameters = sum(p.numel() for p in loaded.network.parameters())
         trained = f"{loaded.training.train_seconds / 60:.1f} min" if loaded.training else "?"
         shape = f"{'bi' if config.bidirectional else ''}{config.cell.upper()} {config.num_layers}×{config.hidden_size}, pooling {config.pooling}"
+        if config.subword_buckets:
+            shape += f", {config.subword_buckets:,} n-gram buckets"
         rows.append(
             f"| **{loaded.name}** {loaded.version} ({shape}) | {report.accuracy * 100:.1f} | {report.macro_f1 * 100:.1f} | "
             f"{report.ece * 100:.1f}% | {parameters / 1e6:.2f} M | {size_mb:.1f} MB | {trained} | "

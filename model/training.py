@@ -39,15 +39,16 @@ class TrainConfig:
     data_dir: str = "../shared/data/sst2"  # relative to cwd: the project root's sibling `shared/`
     output_dir: str = "model/checkpoints/sst2-gru"  # the checkpoint directory (log goes beside it)
     name: str = "sst2-gru"
-    version: str = "1.0.0"
+    version: str = "2.0.0"  # sst2-gru 2: sub-word n-grams
     cell: str = "gru"
     embedding_dim: int = 256
     hidden_size: int = 256
     num_layers: int = 1
     bidirectional: bool = False
     pooling: str = "last"
-    # Hashed character n-gram rows (model/subwords.py); 0 = word vectors only.
-    subword_buckets: int = 0
+    # Hashed character n-gram rows (model/subwords.py); 0 = word vectors only. 10,000 gained
+    # 1.5 dev points over seeds 1-3 (README, Models) at 2.56 M parameters.
+    subword_buckets: int = 10000
     dropout: float = 0.5  # random-init embeddings over 67k short phrases overfit within 2 epochs
     max_tokens: int = 128
     epochs: int = 2  # SST-2 GRUs peak within 2 epochs of the phrase data; the cosine decay ends with the last
@@ -64,9 +65,10 @@ class TrainConfig:
     grad_clip: float = 5.0  # recurrent nets occasionally explode (Pascanu et al. 2013)
     patience: int = 4  # dev evaluations without improvement before stopping (one epoch)
     evals_per_epoch: int = 4  # the peak is sharp; evaluating more often than per epoch finds it
-    # The shipped sst2-gru's seed. Seeds 1/2/3/13 gave 84.9/83.8/84.6/83.4 dev accuracy with
-    # these defaults: a point of seed noise on 872 dev sentences.
-    seed: int = 1
+    # The shipped sst2-gru's seed. Seeds 1/2/3 gave 85.7/86.2/85.9 dev accuracy with these
+    # defaults (84.9/83.8/84.6 without sub-words): about a point of seed noise on 872 sentences.
+    # Seed 3 ships: of the two whose calibrated ECE meets the 2% target (seed 2: 2.5%), the better.
+    seed: int = 3
     deterministic: bool = True
     min_freq: int = 1
     max_vocab: int | None = None

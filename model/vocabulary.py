@@ -66,7 +66,8 @@ class Vocabulary:
         text no unknown token, the common case that then costs one scan of the ids."""
         if not self.subword_buckets or UNK_ID not in ids:
             return ()
-        return tuple(subword_ids(token, self.subword_buckets) if index == UNK_ID else ()
+        # The literal "<unk>" is the unknown token itself: its plain vector, no n-grams.
+        return tuple(subword_ids(token, self.subword_buckets) if index == UNK_ID and token != UNK_TOKEN else ()
                      for token, index in zip(tokens, ids, strict=True))
 
     def known_subword_table(self) -> Tensor:

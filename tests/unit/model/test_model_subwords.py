@@ -67,6 +67,8 @@ def test_only_unknown_tokens_get_ngrams(vocab, subword_vocab):
     assert per_token[1] == subword_ids("unfunny", BUCKETS)
     (encoded,) = encode_texts([TEXT], subword_vocab, 128)
     assert encoded.subword_ids == per_token and encoded.unknown_count == 2
+    # The literal "<unk>" is the unknown token itself (a student's dropped word, for a teacher).
+    assert subword_vocab.unknown_subwords(["<unk>", "unfunny"], [UNK_ID, UNK_ID])[0] == ()
 
 
 def test_folding_the_known_words_keeps_every_answer(subword_vocab, tiny_network):
