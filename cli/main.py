@@ -120,7 +120,8 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(
             f"{m.name}@{m.version}{' (default)' if m.is_default else ''}: "
             f"{'bi' if a.bidirectional else ''}{a.cell_type} {a.num_layers}x{a.hidden_size}, "
-            f"embedding {a.embedding_dim}, pooling {a.pooling}, {a.parameter_count:,} parameters; "
+            f"embedding {a.embedding_dim}, pooling {a.pooling}, "
+            f"{f'{a.subword_buckets:,} n-gram buckets, ' if a.subword_buckets else ''}{a.parameter_count:,} parameters; "
             f"dev accuracy {m.dev_accuracy:.1%}; vocabulary {m.vocabulary_size:,}; max tokens {m.max_tokens}; "
             f"device {m.device}; sha256 {m.checkpoint_sha256[:12]}"
         )

@@ -221,6 +221,7 @@ class Architecture:
     bidirectional: bool
     pooling: str
     parameter_count: int
+    subword_buckets: int = 0  # hashed character n-gram rows; 0 = whole words only
 
 
 @dataclass(frozen=True)
@@ -253,6 +254,7 @@ class ModelInfo:
                 bidirectional=arch.bidirectional,
                 pooling=pb.Pooling.Name(arch.pooling).removeprefix("POOLING_").lower(),
                 parameter_count=arch.parameter_count,
+                subword_buckets=arch.subword_buckets,
             ),
             labels=tuple(message.labels),
             vocabulary_size=message.vocabulary_size,

@@ -123,6 +123,7 @@ def model_info_message(served: ServedModel, is_default: bool) -> pb.ModelInfo:
             bidirectional=config.bidirectional,
             pooling=_POOLINGS[config.pooling],
             parameter_count=sum(p.numel() for p in loaded.network.parameters()),
+            subword_buckets=config.subword_buckets,
         ),
         labels=config.labels,
         vocabulary_size=len(loaded.vocab),

@@ -236,7 +236,7 @@ class ModelInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., vocabulary_size: _Optional[int] = ..., max_tokens: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., dev_accuracy: _Optional[float] = ..., device: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
 
 class Architecture(_message.Message):
-    __slots__ = ("cell_type", "num_layers", "embedding_dim", "hidden_size", "bidirectional", "pooling", "parameter_count")
+    __slots__ = ("cell_type", "num_layers", "embedding_dim", "hidden_size", "bidirectional", "pooling", "parameter_count", "subword_buckets")
     CELL_TYPE_FIELD_NUMBER: _ClassVar[int]
     NUM_LAYERS_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_DIM_FIELD_NUMBER: _ClassVar[int]
@@ -244,6 +244,7 @@ class Architecture(_message.Message):
     BIDIRECTIONAL_FIELD_NUMBER: _ClassVar[int]
     POOLING_FIELD_NUMBER: _ClassVar[int]
     PARAMETER_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUBWORD_BUCKETS_FIELD_NUMBER: _ClassVar[int]
     cell_type: CellType
     num_layers: int
     embedding_dim: int
@@ -251,7 +252,8 @@ class Architecture(_message.Message):
     bidirectional: bool
     pooling: Pooling
     parameter_count: int
-    def __init__(self, cell_type: _Optional[_Union[CellType, str]] = ..., num_layers: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., parameter_count: _Optional[int] = ...) -> None: ...
+    subword_buckets: int
+    def __init__(self, cell_type: _Optional[_Union[CellType, str]] = ..., num_layers: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., parameter_count: _Optional[int] = ..., subword_buckets: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
