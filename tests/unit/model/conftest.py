@@ -40,6 +40,28 @@ def vocab() -> Vocabulary:
 
 
 @pytest.fixture
+def assert_onnx_agrees() -> Callable[..., None]:
+    """A check: ONNX Runtime gives torch's probabilities to AGREEMENT_TOLERANCE for texts as one
+    batch, and each text alone gives what it gave in the batch (padding never leaks into a row)."""
+    pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
+    from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, make_predictor
+    from rnn_sentiment.model.inference import encode_texts, predict_encoded
+
+    def check(loaded, texts: list[str]) -> None:
+        predictor = make_predictor(loaded, "onnxruntime", threads=1, onnx_max_batch=64)
+        assert predictor.onnx is not None
+        batch = encode_texts(texts, loaded.vocab, loaded.config.max_tokens)
+        expected = torch.tensor([r.probabilities for r in predict_encoded(loaded, batch)])
+        actual = torch.tensor([r.probabilities for r in predictor(batch)])
+        torch.testing.assert_close(actual, expected, rtol=0, atol=AGREEMENT_TOLERANCE)
+        for index, item in enumerate(batch):
+            alone = torch.tensor(predictor([item])[0].probabilities)
+            torch.testing.assert_close(alone, actual[index], rtol=0, atol=AGREEMENT_TOLERANCE)
+
+    return check
+
+
+@pytest.fixture
 def tiny_network() -> Callable[..., SentimentRNN]:
     """A factory for small seeded networks in eval mode: tiny_network(vocab_size, cell="lstm", ...)."""
 

@@ -127,22 +127,11 @@ def test_word_dropout_keeps_the_dropped_words_ngrams(subword_vocab, tiny_network
     torch.testing.assert_close(vectors[keep], before[keep])  # the rest, "unfunny" included, unchanged
 
 
-def test_onnx_runtime_agrees_with_torch(subword_vocab, tiny_network):
-    pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
-    from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, make_predictor
-
+def test_onnx_runtime_agrees_with_torch(subword_vocab, tiny_network, assert_onnx_agrees):
     for settings in (dict(cell="gru"), dict(cell="rnn", num_layers=2, pooling="max"),
                      dict(cell="lstm", bidirectional=True, pooling="attention")):
         loaded = as_loaded(subword_network(tiny_network, subword_vocab, **settings), subword_vocab)
-        predictor = make_predictor(loaded, "onnxruntime", threads=1, onnx_max_batch=64)
-        assert predictor.onnx is not None
-        batch = encode_texts(TEXTS + ["the movie"], subword_vocab, 128)
-        expected = torch.tensor([r.probabilities for r in predict_encoded(loaded, batch)])
-        actual = torch.tensor([r.probabilities for r in predictor(batch)])
-        torch.testing.assert_close(actual, expected, rtol=0, atol=AGREEMENT_TOLERANCE)
-        for index, item in enumerate(batch):
-            alone = torch.tensor(predictor([item])[0].probabilities)
-            torch.testing.assert_close(alone, actual[index], rtol=0, atol=AGREEMENT_TOLERANCE)
+        assert_onnx_agrees(loaded, TEXTS + ["the movie"])  # with and without unknown words
 
 
 @pytest.mark.parametrize("settings", [dict(cell="gru"), dict(cell="lstm", num_layers=2, pooling="attention")], ids=str)
