@@ -133,3 +133,39 @@ def test_online_distillation_also_learns_from_the_teacher(clean_and_noisy, tmp_p
                                 teachers=(str(tmp_path / "teacher"),), distill_online=True,
                                 word_dropout=0.1), progress=False)
     assert student.dev_accuracy > 0.7
+
+
+def test_online_teachers_with_the_students_buckets_read_its_unknown_words_ngrams(clean_and_noisy, tmp_path):
+    from rnn_sentiment.model.inference import EncodedText, padded_batch
+    from rnn_sentiment.model.subwords import subword_ids
+    from rnn_sentiment.model.vocabulary import UNK_ID
+
+    clean, _ = clean_and_noisy
+    train(tiny_config(clean, tmp_path / "t", epochs=2, lr=0.01, subword_buckets=97), progress=False)
+    teacher = load_checkpoint(tmp_path / "t")
+    examples = read_sst_tsv(clean / "dev.tsv")[:20]
+    words = sorted({t for e in examples for t in e.tokens}, reverse=True)
+    missing = words[0]
+    labels = ("negative", "positive")
+    # The student lacks one word the teacher knows; it hashes into the teacher's 97 buckets.
+    sharing = OnlineTeachers([tmp_path / "t"], Vocabulary(["<pad>", "<unk>", *words[1:]], 97), labels, 2.0)
+    plain = OnlineTeachers([tmp_path / "t"], Vocabulary(["<pad>", "<unk>", *words[1:]], 13), labels, 2.0)
+    student_vocab = Vocabulary(["<pad>", "<unk>", *words[1:]], 97)
+    batches = [b for b in length_bucketed_batches(examples, student_vocab, 8) if b.subword_ids is not None]
+    assert batches  # some batch holds the missing word
+    for batch in batches:
+        got = sharing.probabilities(batch.token_ids, batch.lengths, batch.subword_ids)
+        # Expected: the teacher reads the missing word as <unk> plus that word's own n-grams.
+        texts = [examples[i].tokens for i in batch.indices.tolist()]
+        encoded = []
+        for tokens in texts:
+            ids = tuple(UNK_ID if t == missing else i for t, i in zip(tokens, teacher.vocab.encode(tokens)))
+            ngrams = tuple(subword_ids(t, 97) if t == missing else () for t in tokens)
+            encoded.append(EncodedText(tokens=tokens, ids=ids, unknown_count=0, truncated=False,
+                                       subword_ids=ngrams if any(ngrams) else ()))
+        tensors = padded_batch(encoded, 97)
+        with torch.no_grad():
+            logits = teacher.network(tensors.token_ids, tensors.lengths, subword_ids=tensors.subword_ids).logits
+        torch.testing.assert_close(got, torch.softmax(logits / 2.0, dim=-1), rtol=0, atol=1e-5)
+        # A teacher hashing into other buckets sees a plain <unk>: another answer.
+        assert not torch.allclose(plain.probabilities(batch.token_ids, batch.lengths, batch.subword_ids), got)
