@@ -120,14 +120,14 @@ def _load_teacher(directory: str | Path, labels: Sequence[str]) -> LoadedModel:
 
 
 def distillation_loss(logits: Tensor, labels: Tensor, teacher_probabilities: Tensor,
-                      weight: float, temperature: float) -> Tensor:
+                      weight: float, temperature: float, label_smoothing: float = 0.0) -> Tensor:
     """(1 - weight) * cross-entropy on the gold labels + weight * T^2 * KL(teacher || student at T).
 
     logits [B, C] (the student's, temperature 1), labels [B], teacher_probabilities [B, C]
     already softened at `temperature`. The T^2 factor keeps the soft term's gradients the
     same size as the hard term's whatever T is (Hinton et al. 2015, section 2).
     """
-    hard = F.cross_entropy(logits, labels)
+    hard = F.cross_entropy(logits, labels, label_smoothing=label_smoothing)
     if weight <= 0.0:
         return hard
     student = F.log_softmax(logits / temperature, dim=-1)  # [B, C]

@@ -8,6 +8,7 @@ from safetensors.torch import load_file
 from rnn_sentiment.model.checkpoint import load_checkpoint
 from rnn_sentiment.model.evaluation import add_eval_arguments, evaluate, run_eval_from_args
 from rnn_sentiment.model.data import read_sst_tsv
+from rnn_sentiment.model.inference import encode_texts, predict_encoded
 from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, train,
                                           train_config_from_args)
 
@@ -73,6 +74,27 @@ def test_cli_arguments_build_a_train_config(tmp_path):
     assert (config.cell, config.pooling, config.bidirectional, config.version) == ("lstm", "attention", True, "2.0.0")
     assert config.max_train_examples == 5 and config.output_dir == str(tmp_path)
     assert train_config_from_args(parser.parse_args([])) == TrainConfig()
+    knobs = train_config_from_args(parser.parse_args(["--subword-buckets", "0", "--label-smoothing", "0.1"]))
+    assert (knobs.subword_buckets, knobs.label_smoothing) == (0, 0.1)
+
+
+def test_label_smoothing_softens_the_trained_answers(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="label_smoothing"):
+        train(tiny_config(data_dir, tmp_path / "bad", label_smoothing=1.0), progress=False)
+    settings = dict(calibrate=False, epochs=4, lr=0.02, dropout=0.0, word_dropout=0.0)
+    hard = train(tiny_config(data_dir, tmp_path / "hard", **settings), progress=False)
+    soft = train(tiny_config(data_dir, tmp_path / "soft", label_smoothing=0.3, **settings), progress=False)
+    dev = read_sst_tsv(data_dir / "dev.tsv")
+
+    def mean_confidence(directory) -> float:
+        loaded = load_checkpoint(directory)
+        encoded = encode_texts([" ".join(e.tokens) for e in dev], loaded.vocab, 128)
+        return sum(r.score for r in predict_encoded(loaded, encoded)) / len(dev)
+
+    # A smoothed target never asks for certainty: with 0.3 the best answer is 0.85, not 1 (4 epochs
+    # get the easy synthetic data to 0.99 hard and 0.92 smoothed).
+    assert hard.dev_accuracy > 0.9 and soft.dev_accuracy > 0.9
+    assert mean_confidence(tmp_path / "soft") < 0.95 < mean_confidence(tmp_path / "hard")
 
 
 def test_eval_command(data_dir, tmp_path, capsys):
