@@ -35,11 +35,15 @@ from .subwords import subword_array
 from .trace import StepStates
 from .vocabulary import PAD_ID, UNK_ID
 
-__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "OnnxForward", "Predictor", "make_predictor",
-           "padded_arrays", "padded_subword_array"]
+__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "MAX_ONNX_SUBWORD_SLOTS", "OnnxForward",
+           "Predictor", "make_predictor", "padded_arrays", "padded_subword_array"]
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
+# ONNX Runtime's n-gram mean gathers a [B, T, K, E] block (K: the longest n-gram list in the
+# batch); above this many n-gram slots (B·T·K; 64 MB of gathered float32 at E = 256) a batch runs
+# on torch, whose EmbeddingBag never materialises it. Ordinary batches hold a few hundred.
+MAX_ONNX_SUBWORD_SLOTS = 65_536
 # The crossover, one thread (bench/results/serving.md, 2026-11-29 06:07): ONNX Runtime did 3.14× torch's
 # texts/s at 1 text, 1.67× at 8, 1.23× at 16, 0.98× at 32 and 0.76× at 64.
 DEFAULT_ONNX_MAX_BATCH = 16
@@ -133,6 +137,8 @@ class Predictor:
         token_ids, lengths = padded_arrays(batch)
         subword_ids = (padded_subword_array(batch, token_ids.shape[1], self.onnx.subword_pad)
                        if self.onnx.subword_pad is not None else None)  # [B, T, K]
+        if subword_ids is not None and subword_ids.size > MAX_ONNX_SUBWORD_SLOTS:
+            return predict_encoded(self.loaded, batch)
         rows = self.onnx.probabilities(token_ids, lengths, subword_ids)  # [B, C]
         return to_predictions(self.loaded.config.labels, rows.tolist(), batch)
 

@@ -18,14 +18,22 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["NGRAM_SIZES", "char_ngrams", "subword_ids", "subword_array"]
+__all__ = ["NGRAM_SIZES", "MAX_WORD_CHARS", "char_ngrams", "subword_ids", "subword_array"]
 
 NGRAM_SIZES = (3, 4, 5)
+# A token is cut into n-grams from at most its first 32 characters, so that one 5,000-character
+# "word" costs 90 n-grams, not 15,000 (at most 93 for any token; a batch is padded to its
+# longest n-gram list). SST-2's
+# longest training word has 27 characters: every word the shipped models learnt from is whole.
+MAX_WORD_CHARS = 32
 
 
 def char_ngrams(token: str) -> list[str]:
-    """The character n-grams of `token` wrapped in "<" and ">", shortest first; repeats kept."""
-    marked = f"<{token}>"
+    """The character n-grams of `token` wrapped in "<" and ">", shortest first; repeats kept.
+
+    A token longer than MAX_WORD_CHARS is read by its start: its first MAX_WORD_CHARS characters
+    after "<", without the end mark (it does not end there)."""
+    marked = f"<{token}>" if len(token) <= MAX_WORD_CHARS else f"<{token[:MAX_WORD_CHARS]}"
     return [marked[start:start + size] for size in NGRAM_SIZES for start in range(len(marked) - size + 1)]
 
 

@@ -30,6 +30,17 @@ def test_prediction_fields_are_consistent(client: SentimentClient) -> None:
     assert not p.truncated
 
 
+def test_huge_unknown_words_are_answered_and_the_server_keeps_serving(client: SentimentClient) -> None:
+    # sst2-gru reads unknown words through their character n-grams: a 999-character "word" (the
+    # test server's limit is 1,000) and a text of 28 long made-up words must cost bounded work
+    # (model/subwords.py MAX_WORD_CHARS).
+    junk = " ".join(f"qzx{index:03d}" + "k" * 26 for index in range(28))
+    result = client.predict(["a" * 999, junk, POSITIVE])
+    assert [p.unknown_token_count for p in result.predictions[:2]] == [1, 28]
+    assert result.predictions[2].label == "positive"
+    assert client.predict(NEGATIVE).predictions[0].label == "negative"
+
+
 def test_predictions_keep_request_order(client: SentimentClient) -> None:
     texts = [NEGATIVE, POSITIVE, NEGATIVE, POSITIVE, POSITIVE]
     labels = [p.label for p in client.predict(texts).predictions]

@@ -230,3 +230,32 @@ def test_training_with_subwords_scores_what_it_ships(tmp_path):
     dev = read_sst_tsv(data / "dev.tsv")
     assert all(encode_texts([" ".join(e.tokens)], loaded.vocab, 128)[0].subword_ids for e in dev)
     assert evaluate(loaded, dev).accuracy == pytest.approx(record.dev_accuracy, abs=1e-5)
+
+
+def test_a_long_word_is_read_by_its_start():
+    # One 5,000-character "word" costs 90 n-grams, not 15,000: a batch pads to its longest list.
+    assert len(char_ngrams("x" * 5000)) == 31 + 30 + 29  # "<" and 32 characters
+    assert max(len(char_ngrams("y" * n)) for n in range(1, 100)) == 32 + 31 + 30  # a whole 32-character word
+    assert char_ngrams("x" * 5000) == char_ngrams("x" * 40)  # both past MAX_WORD_CHARS: the same start
+    assert not any(g.endswith(">") for g in char_ngrams("x" * 33))  # it does not end there
+    assert char_ngrams("y" * 32)[-1] == "yyyy>"  # 32 characters are read whole
+
+
+def test_batches_with_huge_ngram_lists_run_on_torch(subword_vocab, tiny_network, monkeypatch):
+    pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
+    from rnn_sentiment.model.backends import MAX_ONNX_SUBWORD_SLOTS, make_predictor
+
+    loaded = as_loaded(subword_network(tiny_network, subword_vocab), subword_vocab)
+    predictor = make_predictor(loaded, "onnxruntime", threads=1)
+    rng = random.Random(0)
+    junk = [" ".join("".join(rng.choice("abcdefgh") for _ in range(40)) for _ in range(128)) for _ in range(6)]
+    batch = encode_texts(junk, subword_vocab, 128)
+    assert len(batch) * 128 * 93 > MAX_ONNX_SUBWORD_SLOTS  # 6 texts × 128 unknown words × 93 n-grams
+
+    def refuse(token_ids, lengths, subword_ids=None):
+        raise AssertionError(f"{subword_ids.size} n-gram slots reached ONNX Runtime")
+
+    monkeypatch.setattr(predictor.onnx, "probabilities", refuse)
+    assert predictor(batch) == predict_encoded(loaded, batch)  # torch answered, the same answers
+    with pytest.raises(AssertionError, match="reached ONNX Runtime"):
+        predictor(batch[:1])  # one such text is small enough for ONNX Runtime
