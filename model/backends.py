@@ -31,7 +31,7 @@ from .inference import (
     predict_encoded,
     to_predictions,
 )
-from .subwords import subword_array
+from .subwords import batch_subword_array, subword_array
 from .trace import StepStates
 from .vocabulary import PAD_ID, UNK_ID
 
@@ -162,9 +162,7 @@ def padded_arrays(batch: Sequence[EncodedText]) -> tuple[np.ndarray, np.ndarray]
 
 def padded_subword_array(batch: Sequence[EncodedText], steps: int, pad: int) -> np.ndarray | None:
     """The batch's n-gram ids [B, T, K] int64 padded with `pad`, or None when no text has any."""
-    if not any(item.subword_ids for item in batch):
-        return None
-    return subword_array([item.subword_ids for item in batch], steps, pad)
+    return batch_subword_array([item.subword_ids for item in batch], steps, pad)
 
 
 def make_predictor(loaded: LoadedModel, backend: str, threads: int,

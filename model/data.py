@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .subwords import subword_array
+from .subwords import batch_subword_array
 from .tokenizer import normalize_sst_tokens
 from .vocabulary import PAD_ID, Vocabulary
 
@@ -62,12 +62,10 @@ def make_batch(id_lists: list[list[int]], labels: list[int], indices: list[int] 
     token_ids = torch.full((len(id_lists), steps), PAD_ID, dtype=torch.int64)  # [B, T]
     for row, ids in enumerate(id_lists):
         token_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.int64)
-    subword_ids = None
-    if subword_lists and any(subword_lists):
-        subword_ids = torch.from_numpy(subword_array(subword_lists, steps, subword_pad))  # [B, T, K]
+    subwords = batch_subword_array(subword_lists, steps, subword_pad) if subword_lists else None  # [B, T, K]
     return Batch(token_ids=token_ids, lengths=lengths, labels=torch.tensor(labels, dtype=torch.int64),
                  indices=None if indices is None else torch.tensor(indices, dtype=torch.int64),
-                 subword_ids=subword_ids)
+                 subword_ids=torch.from_numpy(subwords) if subwords is not None else None)
 
 
 def length_bucketed_batches(examples: list[Example], vocab: Vocabulary, batch_size: int,

@@ -79,7 +79,6 @@ class SentimentRNN(nn.Module):
         # trained network folds their mean into the word vectors (fold_known_subwords), so that
         # only words outside the vocabulary need n-grams at request time; not saved.
         self.register_buffer("known_subwords", torch.empty(vocab_size, 0, dtype=torch.int64), persistent=False)
-        self.register_buffer("known_subword_counts", torch.zeros(vocab_size, dtype=torch.int64), persistent=False)
         # Dropout between stacked layers only; PyTorch warns when asked for it with one layer.
         common = dict(
             input_size=config.embedding_dim,
@@ -117,7 +116,7 @@ class SentimentRNN(nn.Module):
             if subword_ids is not None:
                 raise ValueError("this network has no sub-word table (subword_buckets is 0); pass subword_ids=None")
             return vectors
-        if self.known_subwords.shape[-1]:
+        if self.has_unfolded_subwords:
             vectors = vectors + self._subword_mean(self._known_subwords_of(token_ids))
         if subword_ids is not None:
             if subword_ids.shape[:-1] != token_ids.shape:
@@ -134,17 +133,15 @@ class SentimentRNN(nn.Module):
             raise ValueError(f"expected a [{self.embedding.num_embeddings}, K] n-gram table, got {tuple(table.shape)}")
         device = self.embedding.weight.device
         self.known_subwords = table.to(device, torch.int64)
-        self.known_subword_counts = (self.known_subwords != self.config.subword_buckets).sum(-1)  # [V]
 
     def fold_known_subwords(self) -> None:
         """Add each vocabulary word's mean n-gram vector to its word vector, once, and forget the
         table: the same function, computed once per word instead of once per token. Checkpoints
         hold folded networks."""
-        if self.known_subwords.shape[-1]:
+        if self.has_unfolded_subwords:
             with torch.no_grad():
                 self.embedding.weight += self._subword_mean(self.known_subwords)  # [V, E] padding row: +0
         self.known_subwords = self.known_subwords[:, :0]
-        self.known_subword_counts = torch.zeros_like(self.known_subword_counts)
 
     @property
     def has_unfolded_subwords(self) -> bool:
@@ -167,18 +164,16 @@ class SentimentRNN(nn.Module):
         return token_ids_out, torch.where(dropped.unsqueeze(-1), moved, subword_ids)  # [B, T, K]
 
     def _known_subwords_of(self, token_ids: Tensor) -> Tensor:
-        """known_subwords rows for token_ids [...] -> [..., K], cut to the longest row they need."""
-        width = max(1, int(self.known_subword_counts[token_ids].max())) if token_ids.numel() else 1
-        return self.known_subwords[token_ids][..., :width]
+        """known_subwords rows for token_ids [...] -> [..., K], cut to the longest row they need: rows
+        are padded at the end, and a batch of short words need not carry the longest word's width."""
+        rows = self.known_subwords[token_ids]  # [..., K]
+        width = int((rows != self.config.subword_buckets).sum(-1).max()) if rows.numel() else 0
+        return rows[..., :max(1, width)]
 
     def _subword_mean(self, subword_ids: Tensor) -> Tensor:
-        """Mean n-gram vector per position [..., E] of subword_ids [..., K]; zeros where all pad."""
+        """Mean n-gram vector per position [..., E] of subword_ids [..., K >= 1]; zeros where all pad."""
         assert self.subword_embedding is not None
-        width = subword_ids.shape[-1]
-        if width == 0:
-            return torch.zeros(*subword_ids.shape[:-1], self.config.embedding_dim,
-                               device=self.embedding.weight.device, dtype=self.embedding.weight.dtype)
-        means = self.subword_embedding(subword_ids.reshape(-1, width))  # [N, E]
+        means = self.subword_embedding(subword_ids.reshape(-1, subword_ids.shape[-1]))  # [N, E]
         return means.view(*subword_ids.shape[:-1], -1)
 
     def encode(self, token_ids: Tensor, lengths: Tensor,

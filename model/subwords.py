@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["NGRAM_SIZES", "MAX_WORD_CHARS", "char_ngrams", "subword_ids", "subword_array"]
+__all__ = ["NGRAM_SIZES", "MAX_WORD_CHARS", "char_ngrams", "subword_ids", "subword_array", "batch_subword_array"]
 
 NGRAM_SIZES = (3, 4, 5)
 # A token is cut into n-grams from at most its first 32 characters, so that one 5,000-character
@@ -55,3 +55,9 @@ def subword_array(texts: Sequence[Sequence[Sequence[int]]], steps: int, pad: int
         for step, ids in enumerate(text):
             table[row, step, : len(ids)] = ids
     return table
+
+
+def batch_subword_array(texts: Sequence[Sequence[Sequence[int]]], steps: int, pad: int) -> np.ndarray | None:
+    """subword_array for a batch, or None when no text has n-gram ids (the common case: a text
+    without unknown words carries none, Vocabulary.unknown_subwords)."""
+    return subword_array(texts, steps, pad) if any(texts) else None

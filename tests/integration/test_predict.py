@@ -32,8 +32,9 @@ def test_prediction_fields_are_consistent(client: SentimentClient) -> None:
 
 def test_huge_unknown_words_are_answered_and_the_server_keeps_serving(client: SentimentClient) -> None:
     # sst2-gru reads unknown words through their character n-grams: a 999-character "word" (the
-    # test server's limit is 1,000) and a text of 28 long made-up words must cost bounded work
-    # (model/subwords.py MAX_WORD_CHARS).
+    # test server's limit is 1,000) and a text of 28 long made-up words, end to end through the
+    # hashing, the padding and the executor. The bounds on their cost (MAX_WORD_CHARS,
+    # MAX_ONNX_SUBWORD_SLOTS) are unit-tested in tests/unit/model/test_model_subwords.py.
     junk = " ".join(f"qzx{index:03d}" + "k" * 26 for index in range(28))
     result = client.predict(["a" * 999, junk, POSITIVE])
     assert [p.unknown_token_count for p in result.predictions[:2]] == [1, 28]

@@ -10,7 +10,9 @@ from rnn_sentiment.model.checkpoint import load_checkpoint
 from rnn_sentiment.model.data import Example, read_sst_tsv
 from rnn_sentiment.model.data import length_bucketed_batches
 from rnn_sentiment.model.distillation import OnlineTeachers, distillation_loss, teacher_probabilities
-from rnn_sentiment.model.vocabulary import Vocabulary
+from rnn_sentiment.model.inference import EncodedText, padded_batch
+from rnn_sentiment.model.subwords import subword_ids
+from rnn_sentiment.model.vocabulary import UNK_ID, Vocabulary
 from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, train,
                                           train_config_from_args)
 
@@ -136,10 +138,6 @@ def test_online_distillation_also_learns_from_the_teacher(clean_and_noisy, tmp_p
 
 
 def test_online_teachers_with_the_students_buckets_read_its_unknown_words_ngrams(clean_and_noisy, tmp_path):
-    from rnn_sentiment.model.inference import EncodedText, padded_batch
-    from rnn_sentiment.model.subwords import subword_ids
-    from rnn_sentiment.model.vocabulary import UNK_ID
-
     clean, _ = clean_and_noisy
     train(tiny_config(clean, tmp_path / "t", epochs=2, lr=0.01, subword_buckets=97), progress=False)
     teacher = load_checkpoint(tmp_path / "t")
