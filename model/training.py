@@ -27,7 +27,8 @@ from .metrics import classification_metrics
 from .network import SentimentRNN
 from .vocabulary import UNK_ID, Vocabulary
 
-__all__ = ["TrainConfig", "train", "add_train_arguments", "train_config_from_args", "fit_temperature"]
+__all__ = ["TrainConfig", "train", "add_train_arguments", "train_config_from_args", "fit_temperature",
+           "adversarial_loss"]
 
 LOG_FILE = "training_log.jsonl"
 
@@ -39,7 +40,7 @@ class TrainConfig:
     data_dir: str = "../shared/data/sst2"  # relative to cwd: the project root's sibling `shared/`
     output_dir: str = "model/checkpoints/sst2-gru"  # the checkpoint directory (log goes beside it)
     name: str = "sst2-gru"
-    version: str = "2.0.0"  # sst2-gru 2: sub-word n-grams
+    version: str = "2.1.0"  # sst2-gru 2: sub-word n-grams; 2.1: adversarial training, dropout 0.4
     cell: str = "gru"
     embedding_dim: int = 256
     hidden_size: int = 256
@@ -49,7 +50,9 @@ class TrainConfig:
     # Hashed character n-gram rows (model/subwords.py); 0 = word vectors only. 10,000 gained
     # 1.5 dev points over seeds 1-3 (README, Models) at 2.56 M parameters.
     subword_buckets: int = 10000
-    dropout: float = 0.5  # random-init embeddings over 67k short phrases overfit within 2 epochs
+    # Random-init embeddings over 67k short phrases overfit within 2 epochs. 0.5 before adversarial
+    # training took over part of the regularising; with it, 0.4 (README, Models).
+    dropout: float = 0.4
     max_tokens: int = 128
     epochs: int = 2  # SST-2 GRUs peak within 2 epochs of the phrase data; the cosine decay ends with the last
     batch_size: int = 64
@@ -64,12 +67,17 @@ class TrainConfig:
     ema_decay: float | None = None
     # Share of each gold label spread evenly over all labels (Szegedy et al. 2016); 0 = hard labels.
     label_smoothing: float = 0.0
+    # Adversarial training (Miyato et al. 2017, arXiv:1605.07725): each batch is also learned with
+    # its input vectors moved this far (L2 norm per text) in the direction that raises the loss
+    # most. 0 = off. Word vectors have norm ~2, so 0.5 moves a 20-word text by about 5%. With
+    # dropout 0.4: +0.50 dev points over seeds 1-5, paired (86.35 against 85.85; README, Models).
+    adversarial_epsilon: float = 0.5
     grad_clip: float = 5.0  # recurrent nets occasionally explode (Pascanu et al. 2013)
     patience: int = 4  # dev evaluations without improvement before stopping (one epoch)
     evals_per_epoch: int = 4  # the peak is sharp; evaluating more often than per epoch finds it
-    # The shipped sst2-gru's seed. Seeds 1/2/3 gave 85.7/86.2/85.9 dev accuracy with these
-    # defaults (84.9/83.8/84.6 without sub-words): about a point of seed noise on 872 sentences.
-    # Seed 3 ships: of the two whose calibrated ECE meets the 2% target (seed 2: 2.5%), the better.
+    # The shipped sst2-gru's seed. Seeds 1-5 gave 86.8/85.8/86.8/86.2/86.1 dev accuracy with these
+    # defaults (85.7/86.2/85.9/85.8/85.7 without adversarial training, dropout 0.5): about a point
+    # of seed noise on 872 sentences. Seed 3 ships: it ties seed 1 and keeps 2.0.0's seed.
     seed: int = 3
     deterministic: bool = True
     min_freq: int = 1
@@ -112,6 +120,8 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
     model_config = config.model_config()
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
+    if config.adversarial_epsilon < 0.0:
+        raise ValueError(f"adversarial_epsilon must be >= 0, got {config.adversarial_epsilon}")
     if config.weights_dtype not in ("float32", "float16"):
         raise ValueError(f"invalid weights_dtype {config.weights_dtype!r}; options are ['float32', 'float16']")
     started = time.monotonic()
@@ -168,7 +178,8 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
             for batch in length_bucketed_batches(train_examples, vocab, config.batch_size, rng,
                                                  max_tokens=config.max_tokens):
                 token_ids, subword_ids = _drop_words(network, batch, config.word_dropout)  # [B, T], [B, T, K]
-                logits = network(token_ids, batch.lengths, subword_ids=subword_ids).logits  # [B, C]
+                embedded = network.embed(token_ids, subword_ids)  # [B, T, E]
+                logits = network.forward_embedded(embedded, batch.lengths).logits  # [B, C]
                 if online is not None:
                     teachers = online.probabilities(token_ids, batch.lengths, subword_ids)
                     loss = distillation_loss(logits, batch.labels, teachers, config.distill_weight,
@@ -179,6 +190,9 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
                     assert batch.indices is not None
                     loss = distillation_loss(logits, batch.labels, soft_targets[batch.indices], config.distill_weight,
                                              config.distill_temperature, config.label_smoothing)
+                if config.adversarial_epsilon > 0:
+                    loss = loss + adversarial_loss(network, embedded, batch.lengths, batch.labels, loss,
+                                                   config.adversarial_epsilon, config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
@@ -320,6 +334,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
                         help="moving-average decay of the evaluated weights; 0 turns it off (default: %(default)s)")
     parser.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
                         help="share of each gold label spread over all labels, 0..1 (default: %(default)s)")
+    parser.add_argument("--adversarial-epsilon", type=float, default=d.adversarial_epsilon,
+                        help="L2 norm of the adversarial move of each text's input vectors; 0 = off (default: %(default)s)")
     parser.add_argument("--grad-clip", type=float, default=d.grad_clip)
     parser.add_argument("--patience", type=int, default=d.patience, help="dev evaluations without gain before stopping")
     parser.add_argument("--evals-per-epoch", type=int, default=d.evals_per_epoch)
@@ -352,7 +368,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         num_layers=args.num_layers, bidirectional=args.bidirectional, pooling=args.pooling,
         subword_buckets=args.subword_buckets, dropout=args.dropout, max_tokens=args.max_tokens, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        warmup_fraction=args.warmup_fraction, word_dropout=args.word_dropout, ema_decay=args.ema_decay or None, label_smoothing=args.label_smoothing, grad_clip=args.grad_clip, patience=args.patience,
+        warmup_fraction=args.warmup_fraction, word_dropout=args.word_dropout, ema_decay=args.ema_decay or None, label_smoothing=args.label_smoothing,
+        adversarial_epsilon=args.adversarial_epsilon, grad_clip=args.grad_clip, patience=args.patience,
         evals_per_epoch=args.evals_per_epoch, seed=args.seed, deterministic=args.deterministic,
         min_freq=args.min_freq, max_vocab=args.max_vocab, max_train_examples=args.max_train_examples,
         threads=args.threads, weights_dtype=args.weights_dtype, calibrate=args.calibrate,
@@ -394,6 +411,20 @@ def _swapped_in(parameters: list[nn.Parameter], replacement: list[Tensor] | None
         with torch.no_grad():
             for parameter, value in zip(parameters, saved):
                 parameter.copy_(value)
+
+
+def adversarial_loss(network: SentimentRNN, embedded: Tensor, lengths: Tensor, labels: Tensor, loss: Tensor,
+                     epsilon: float, label_smoothing: float = 0.0) -> Tensor:
+    """The gold loss on the input vectors embedded [B, T, E] moved by epsilon (L2 norm per text)
+    along the gradient of `loss`: to first order, the nearby input the network gets most wrong.
+
+    The direction is a constant (no second-order terms, as in Miyato et al.); the loss still
+    reaches the word vectors through `embedded`. Padding positions get no gradient, so no move.
+    """
+    gradient, = torch.autograd.grad(loss, embedded, retain_graph=True)  # [B, T, E]
+    norms = gradient.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # [B, 1, 1]
+    logits = network.forward_embedded(embedded + epsilon * gradient / norms, lengths).logits  # [B, C]
+    return nn.functional.cross_entropy(logits, labels, label_smoothing=label_smoothing)
 
 
 def _drop_words(network: SentimentRNN, batch: Batch, probability: float) -> tuple[Tensor, Tensor | None]:

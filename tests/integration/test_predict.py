@@ -88,7 +88,7 @@ def test_model_info_describes_the_shipped_default(client: SentimentClient) -> No
     assert len(info.checkpoint_sha256) == 64
     assert info.architecture.cell_type in ("rnn", "gru", "lstm")
     assert info.architecture.parameter_count > 0
-    assert info.architecture.subword_buckets == 10000  # sst2-gru 2.0.0 reads unknown words' n-grams
+    assert info.architecture.subword_buckets == 10000  # sst2-gru 2.x reads unknown words' n-grams
     assert info.device == "cpu"
     models = client.list_models()
     assert models[0] == info

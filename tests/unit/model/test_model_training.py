@@ -3,13 +3,14 @@ import json
 import random
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from rnn_sentiment.model.checkpoint import load_checkpoint
 from rnn_sentiment.model.evaluation import add_eval_arguments, evaluate, run_eval_from_args
 from rnn_sentiment.model.data import read_sst_tsv
 from rnn_sentiment.model.inference import encode_texts, predict_encoded
-from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, train,
+from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, adversarial_loss, train,
                                           train_config_from_args)
 
 POSITIVE = "great fun moving smart charming".split()
@@ -74,8 +75,9 @@ def test_cli_arguments_build_a_train_config(tmp_path):
     assert (config.cell, config.pooling, config.bidirectional, config.version) == ("lstm", "attention", True, "2.0.0")
     assert config.max_train_examples == 5 and config.output_dir == str(tmp_path)
     assert train_config_from_args(parser.parse_args([])) == TrainConfig()
-    knobs = train_config_from_args(parser.parse_args(["--subword-buckets", "0", "--label-smoothing", "0.1"]))
-    assert (knobs.subword_buckets, knobs.label_smoothing) == (0, 0.1)
+    knobs = train_config_from_args(parser.parse_args(["--subword-buckets", "0", "--label-smoothing", "0.1",
+                                                      "--adversarial-epsilon", "0"]))
+    assert (knobs.subword_buckets, knobs.label_smoothing, knobs.adversarial_epsilon) == (0, 0.1, 0.0)
 
 
 def test_label_smoothing_softens_the_trained_answers(data_dir, tmp_path):
@@ -95,6 +97,36 @@ def test_label_smoothing_softens_the_trained_answers(data_dir, tmp_path):
     # get the easy synthetic data to 0.99 hard and 0.92 smoothed).
     assert hard.dev_accuracy > 0.9 and soft.dev_accuracy > 0.9
     assert mean_confidence(tmp_path / "soft") < 0.95 < mean_confidence(tmp_path / "hard")
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_adversarial_move_is_the_harmful_direction(tiny_network, cell):
+    network = tiny_network(30, seed=1, cell=cell, subword_buckets=7)
+    token_ids = torch.randint(2, 30, (4, 5))  # [B, T]
+    lengths = torch.tensor([5, 3, 2, 5])
+    labels = torch.tensor([0, 1, 1, 0])
+    embedded = network.embed(token_ids)  # [B, T, E]
+    loss = torch.nn.functional.cross_entropy(network.forward_embedded(embedded, lengths).logits, labels)
+    unmoved = adversarial_loss(network, embedded, lengths, labels, loss, epsilon=0.0)
+    moved = adversarial_loss(network, embedded, lengths, labels, loss, epsilon=0.5)
+    assert unmoved.item() == pytest.approx(loss.item(), abs=1e-6)
+    # Along the gradient the loss rises, and by more than a random move of the same size.
+    torch.manual_seed(0)
+    noise = torch.randn_like(embedded) * (torch.arange(5) < lengths.unsqueeze(1)).unsqueeze(-1)  # real tokens
+    noise = 0.5 * noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1)
+    randomly_moved = torch.nn.functional.cross_entropy(
+        network.forward_embedded(embedded + noise, lengths).logits, labels)
+    assert moved.item() > max(loss.item(), randomly_moved.item())
+    moved.backward()  # the adversarial term trains the word vectors too
+    assert network.embedding.weight.grad is not None and network.embedding.weight.grad.abs().sum() > 0
+
+
+def test_adversarial_training_runs_and_is_checked(data_dir, tmp_path):
+    with pytest.raises(ValueError, match="adversarial_epsilon"):
+        train(tiny_config(data_dir, tmp_path / "bad", adversarial_epsilon=-1.0), progress=False)
+    record = train(tiny_config(data_dir, tmp_path / "adv", adversarial_epsilon=0.5, epochs=3, lr=0.02),
+                   progress=False)
+    assert record.dev_accuracy > 0.9  # the synthetic data stays learnable under the extra term
 
 
 def test_eval_command(data_dir, tmp_path, capsys):
