@@ -242,14 +242,25 @@ def _workers(flags: list[str]) -> int:
     return 0
 
 
-def start_noop_server(work_dir: Path, bodies: Bodies) -> RunningServer:
+def start_noop_server(work_dir: Path, bodies: Bodies, processes: int = 1) -> RunningServer:
+    """bench/noop_server.py on a free loopback port, `processes` of them sharing it; returns once all serve."""
     port = free_port()
-    process = ServerProcess("ceiling A (no-op grpc.aio)",
-                            [sys.executable, "-m", "bench.noop_server", "--address", f"127.0.0.1:{port}"],
-                            work_dir / "noop.server.log", cwd=BENCH_DIR.parent)
+    log_path = work_dir / f"noop-{processes}.server.log"
+    process = ServerProcess(f"ceiling A (no-op grpc.aio, {processes} processes)",
+                            [sys.executable, "-m", "bench.noop_server", "--address", f"127.0.0.1:{port}",
+                             "--processes", str(processes)],
+                            log_path, cwd=BENCH_DIR.parent)
     target = f"127.0.0.1:{port}"
-    sizes = {m: wait_until_answering(process, target, PREDICT, m) for m in (bodies.one_text, bodies.many_texts)}
-    return RunningServer(process, port, 0, 1, sizes)
+
+    def all_serving() -> bool:
+        try:
+            return log_path.read_text(errors="replace").count("serving on port") >= processes
+        except OSError:
+            return False
+
+    sizes = {m: wait_until_answering(process, target, PREDICT, m, ready=all_serving)
+             for m in (bodies.one_text, bodies.many_texts)}
+    return RunningServer(process, port, 0, processes, sizes)
 
 
 _BATCH_LINE = re.compile(r'^rnn_sentiment_batch_size_(sum|count)\{[^}]*\} ([0-9.eE+-]+)$', re.M)

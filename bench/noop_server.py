@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import subprocess
+import sys
 
 from grpc import aio
 from rnn_sentiment.server.event_loop import EVENT_LOOPS, run
@@ -45,8 +47,19 @@ def main() -> None:
     parser.add_argument("--address", default="127.0.0.1:0")
     # The same loop our server picks by default, so the ceiling is Python gRPC's cost as we run it.
     parser.add_argument("--event-loop", default="auto", choices=EVENT_LOOPS)
+    parser.add_argument("--processes", type=int, default=1, help="servers sharing the port (needs a fixed port)")
     args = parser.parse_args()
-    run(serve(args.address), args.event_loop)
+    if args.processes > 1 and args.address.endswith(":0"):
+        parser.error("--processes > 1 needs a fixed port: each process binds the same one")
+    children = [subprocess.Popen([sys.executable, "-m", "bench.noop_server", "--address", args.address,
+                                  "--event-loop", args.event_loop]) for _ in range(args.processes - 1)]
+    try:
+        run(serve(args.address), args.event_loop)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.wait()
 
 
 if __name__ == "__main__":

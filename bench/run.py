@@ -4,7 +4,8 @@
 
 Measured in one run, so the ratios compare like with like on the same machine at the same time:
   ceiling B  the model in-process (tokenize + forward), batch 1..128, 1 thread and all cores
-  ceiling A  a no-op grpc.aio server answering the same Predict messages
+  ceiling A  a no-op grpc.aio server answering the same Predict messages; and as many no-op
+             processes as cores on one port (what --workers N could do if the model were free)
   ours       batching off (--max-batch-size 1), --workers 1, and --workers 2 (the default on 2 cores); one-text
              requests at each concurrency, 64-text requests, and an RSS-growth check
 Results: bench/results/serving.{json,md} (a --quick smoke run writes under bench/results/tmp/).
@@ -24,6 +25,10 @@ from .servers import stop_servers_on_signals
 from .texts import TEXTS
 
 CEILING_A = "ceiling A (no-op)"
+
+
+def ceiling_a_processes_label(processes: int) -> str:
+    return f"ceiling A, {processes} processes (no-op)"
 MANY_TEXTS_CONCURRENCY = 8  # 8 callers x 64 texts: enough to keep the model busy, within the queue limit
 
 
@@ -75,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print("starting ceiling A (a no-op grpc.aio server) and " + ", ".join(
             f"rnn-sentiment serve {shlex.join(flags)}".rstrip() for _, flags in configurations), flush=True)
         servers[CEILING_A] = start_noop_server(work, bodies)
+        if nproc > 1:
+            servers[ceiling_a_processes_label(nproc)] = start_noop_server(work, bodies, processes=nproc)
         for label, flags in configurations:
             servers[label] = start_our_server(label, flags, args.model_dir, work, bodies)
         for concurrency in settings.concurrency:
@@ -95,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     ceiling_b_runs.append(run_ceiling_b(checkpoint, threads, settings))
     show_ceiling_b(ceiling_b_runs[-1])
     ceiling_b = best_ceiling_b(ceiling_b_runs)
-    order = [CEILING_A] + [label for label, _ in configurations]
+    order = [CEILING_A, ceiling_a_processes_label(nproc)] + [label for label, _ in configurations]
     runs.sort(key=lambda r: (order.index(r["server"]), r["texts_per_request"], r["concurrency"]))
 
     document = {**env, "settings": settings.__dict__, "checkpoint": display_path(checkpoint),
@@ -180,6 +187,11 @@ def ratios(document: dict, nproc: int) -> list[dict]:
             if a and run:
                 add(f"{server} / ceiling A, req/s at concurrency {c}", ratio(run["rps"], a["rps"]),
                     "≥ 0.5 (default or chosen workers)" if c == 32 else "")
+        a_all, two = _find(runs, ceiling_a_processes_label(nproc), c), _find(runs, "ours, --workers 2", c)
+        if a_all and two:
+            # The model is not free: this bounds what any number of workers could do, not a target.
+            add(f"ours, --workers 2 / ceiling A with {nproc} processes, req/s at concurrency {c}",
+                ratio(two["rps"], a_all["rps"]))
         off, default, two = (_find(runs, s, c) for s in ("ours, batching off", "ours, --workers 1", "ours, --workers 2"))
         if off and default:
             add(f"default / batching off, req/s at concurrency {c}", ratio(default["rps"], off["rps"]))
