@@ -50,8 +50,12 @@ def test_two_workers_share_the_port_and_one_metrics_endpoint() -> None:
                                        "--log-level", "DEBUG"]).start()
     try:
         wait_for_ready_workers(server, 2)
-        for _ in range(CALLS):  # a fresh connection per call, so the kernel spreads them
-            with SentimentClient(server.target, timeout=30) as client:
+        # A fresh connection per call, so the kernel spreads them. gRPC shares connections between
+        # channels to one target through a process-wide pool, and a closed channel's connection can
+        # outlive it on a busy machine (the next channel then reuses it: all 40 calls reached one
+        # worker in one run); a channel of its own pool always connects anew.
+        for _ in range(CALLS):
+            with SentimentClient(server.target, timeout=30, options=[("grpc.use_local_subchannel_pool", 1)]) as client:
                 assert client.predict("a warm , funny film").predictions[0].label == "positive"
         records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
         serving_pids = {r["pid"] for r in records if r["message"] == "serving"}
