@@ -10,7 +10,7 @@ from rnn_sentiment.model.data import read_sst_tsv
 from rnn_sentiment.model.evaluation import evaluate
 
 CHECKPOINTS = Path(rnn_sentiment.model.__file__).resolve().parent / "checkpoints"
-SHIPPED = {"sst2-gru": 0.86, "sst2-rnn": 0.78}  # name -> the least dev accuracy it must record
+SHIPPED = {"sst2-gru": 0.87, "sst2-rnn": 0.78}  # name -> the least dev accuracy it must record
 VERSIONS = {"sst2-gru": "2.1.0", "sst2-rnn": "1.0.0"}  # sst2-gru 2: sub-word n-grams; 2.1: adversarial training
 MAX_BYTES = 15 * 1024 * 1024  # issue 3's limit for a checkpoint
 
