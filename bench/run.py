@@ -25,11 +25,11 @@ from .servers import stop_servers_on_signals
 from .texts import TEXTS
 
 CEILING_A = "ceiling A (no-op)"
+MANY_TEXTS_CONCURRENCY = 8  # 8 callers x 64 texts: enough to keep the model busy, within the queue limit
 
 
 def ceiling_a_processes_label(processes: int) -> str:
     return f"ceiling A, {processes} processes (no-op)"
-MANY_TEXTS_CONCURRENCY = 8  # 8 callers x 64 texts: enough to keep the model busy, within the queue limit
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -423,6 +423,7 @@ def adversarial_loss(network: SentimentRNN, embedded: Tensor, lengths: Tensor, l
 
     The direction is a constant (no second-order terms, as in Miyato et al.); the loss still
     reaches the word vectors through `embedded`. Padding positions get no gradient, so no move.
+    Gold labels only: with teachers, `loss` (which holds their term) only sets the direction.
     """
     gradient, = torch.autograd.grad(loss, embedded, retain_graph=True)  # [B, T, E]
     norms = gradient.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1)  # [B, 1, 1]

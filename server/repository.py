@@ -21,6 +21,7 @@ from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_
 
 from .batcher import MicroBatcher
 from .config import ServerConfig
+from .heap import release_free_heap
 from .errors import not_found
 from .metrics import ModelMetrics, ServerMetrics
 from .model_thread import ModelThread
@@ -103,6 +104,7 @@ def load_and_warm(path: Path, device: str, config: ServerConfig) -> Predictor:
     predictor = make_predictor(loaded, config.backend, config.resolved_torch_threads, config.onnx_max_batch)
     predictor(encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
     log.info("model %s %s: Predict runs on %s", loaded.name, loaded.version, predictor.description)
+    release_free_heap()  # the session's build temporaries: tens of MB a worker would keep for life
     return predictor
 
 
