@@ -104,7 +104,7 @@ def load_and_warm(path: Path, device: str, config: ServerConfig) -> Predictor:
     predictor = make_predictor(loaded, config.backend, config.resolved_torch_threads, config.onnx_max_batch)
     predictor(encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
     log.info("model %s %s: Predict runs on %s", loaded.name, loaded.version, predictor.description)
-    release_free_heap()  # the session's build temporaries: tens of MB a worker would keep for life
+    release_free_heap()  # the session build's temporaries: tens of MB an idle worker would keep
     return predictor
 
 
