@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import logging
 
 __all__ = ["release_free_heap"]
-
-log = logging.getLogger(__name__)
 
 
 def release_free_heap() -> bool:
     """Collect Python's garbage, then malloc_trim(0) where the C library has it (glibc); False
     elsewhere (musl, macOS), where only the collection ran."""
+    gc.collect()  # temporaries caught in reference cycles go first, so their memory is free too
     try:
         trim = ctypes.CDLL(None).malloc_trim
     except (AttributeError, OSError):
         return False
-    gc.collect()  # temporaries caught in reference cycles go first, so their memory is free too
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
     trim(0)

@@ -21,8 +21,8 @@ from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_
 
 from .batcher import MicroBatcher
 from .config import ServerConfig
-from .heap import release_free_heap
 from .errors import not_found
+from .heap import release_free_heap
 from .metrics import ModelMetrics, ServerMetrics
 from .model_thread import ModelThread
 
