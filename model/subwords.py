@@ -22,9 +22,9 @@ __all__ = ["NGRAM_SIZES", "MAX_WORD_CHARS", "char_ngrams", "subword_ids", "subwo
 
 NGRAM_SIZES = (3, 4, 5)
 # A token is cut into n-grams from at most its first 32 characters, so that one 5,000-character
-# "word" costs 90 n-grams, not 15,000 (at most 93 for any token; a batch is padded to its
-# longest n-gram list). SST-2's
-# longest training word has 27 characters: every word the shipped models learnt from is whole.
+# "word" costs 90 n-grams, not 15,000 (at most 93 for any token; a batch is padded to its longest
+# n-gram list). SST-2's longest training word has 27 characters: every word the shipped models
+# learnt from is whole.
 MAX_WORD_CHARS = 32
 
 
