@@ -54,6 +54,7 @@ class RunningServer:
     health: health.aio.HealthServicer
     state: ServingState
     metrics: ServerMetrics
+    metrics_flusher: asyncio.Task  # writes the buffered metric updates every FLUSH_SECONDS
 
     async def load_models(self) -> ModelRepository:
         """Load and warm every model off the event loop, then turn SERVING."""
@@ -75,6 +76,12 @@ class RunningServer:
         await self.server.stop(self.config.grace_seconds)
         if self.state.repository is not None:
             await self.state.repository.close()
+        await self.stop_metrics()
+
+    async def stop_metrics(self) -> None:
+        """End the periodic flush, which flushes once more: the last calls' updates are written."""
+        self.metrics_flusher.cancel()
+        await asyncio.gather(self.metrics_flusher, return_exceptions=True)
 
     async def _set_health(self, status: int) -> None:
         for name in HEALTH_NAMES:
@@ -103,7 +110,8 @@ async def bind_server(config: ServerConfig) -> RunningServer:
         http_server, _ = start_http_server(requested, addr=host, registry=metrics.registry)
         metrics_port = http_server.server_port
     await server.start()
-    return RunningServer(config, server, port, metrics_port, health_servicer, state, metrics)
+    flusher = asyncio.ensure_future(metrics.buffer.flush_every())
+    return RunningServer(config, server, port, metrics_port, health_servicer, state, metrics, flusher)
 
 
 async def serve(config: ServerConfig) -> int:
@@ -125,6 +133,7 @@ async def serve(config: ServerConfig) -> int:
         except Exception:
             log.exception("could not load the models; exiting")
             await running.server.stop(0)
+            await running.stop_metrics()
             return 1
         log.info(
             "serving",

@@ -17,6 +17,7 @@ from typing import Any, Awaitable, Callable
 import grpc
 from grpc import aio
 
+from .metric_buffer import BufferedCounter
 from .metrics import ServerMetrics
 
 REQUEST_ID_KEY = "x-request-id"
@@ -69,7 +70,7 @@ def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
 class MetricsInterceptor(aio.ServerInterceptor):
     """Counts started/handled RPCs and times them; streaming handlers are passed through.
 
-    The wrapped handler and its labelled metric children are built once per method, not per
+    The wrapped handler and its labelled (buffered) series are built once per method, not per
     call: this sits on every request's path.
     """
 
@@ -96,9 +97,10 @@ class MetricsInterceptor(aio.ServerInterceptor):
         service, method = _split_method(full_method)
         labels = (_grpc_type(handler), service, method)
         behavior = handler.unary_unary
-        started = self._metrics.rpc_started.labels(*labels)
-        handling_seconds = self._metrics.rpc_handling_seconds.labels(*labels)
-        handled: dict[grpc.StatusCode, Any] = {}  # code -> counter child, made on first use
+        buffer = self._metrics.buffer
+        started = buffer.counter(self._metrics.rpc_started.labels(*labels))
+        handling_seconds = buffer.histogram(self._metrics.rpc_handling_seconds.labels(*labels))
+        handled: dict[grpc.StatusCode, BufferedCounter] = {}  # code -> its series, made on first use
 
         async def observed(request: Any, context: aio.ServicerContext) -> Any:
             started.inc()
@@ -123,7 +125,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
             finally:
                 elapsed = time.perf_counter() - start
                 if code not in handled:
-                    handled[code] = self._metrics.rpc_handled.labels(*labels, code.name)
+                    handled[code] = buffer.counter(self._metrics.rpc_handled.labels(*labels, code.name))
                 handled[code].inc()
                 handling_seconds.observe(elapsed)
                 # Failures are worth a line each; successes only when debugging (they are many).

@@ -98,6 +98,22 @@ def scrape_counter(metrics_url: str, name: str, **labels: str) -> float:
     return total
 
 
+def counter_moves(read: Callable[[], list[float]], before: list[float], total: float,
+                  timeout: float = 10.0) -> list[float]:
+    """How far each of `read()`'s counters moved from `before`, once they moved by `total` together.
+
+    A server writes its per-request metrics twice a second (server/metric_buffer.py), so a
+    scrape right after the calls can be a moment behind: poll (bounded) until all are counted,
+    then return the moves as they stand (more than `total` is a failure for the caller to see).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        moved = [now - then for now, then in zip(read(), before)]
+        if sum(moved) >= total or time.monotonic() > deadline:
+            return moved
+        time.sleep(0.1)
+
+
 class Phases:
     """Prints how long each step of a test took: where the minutes of a cold run go (-s shows it)."""
 

@@ -19,7 +19,8 @@ import pytest
 from rnn_sentiment.client import SentimentClient
 from tests.support import REPO_ROOT, SHIPPED_MODELS, free_port
 from tests.system.stack import (
-    BackgroundProcess, Phases, http_get, poll, prometheus_query, require_commands, run, scrape_counter,
+    BackgroundProcess, Phases, counter_moves, http_get, poll, prometheus_query, require_commands, run,
+    scrape_counter,
 )
 
 # A first run on a fresh machine debootstraps and builds everything (about 4 minutes on 2 cores).
@@ -158,8 +159,8 @@ def test_compose_stack_builds_serves_and_is_scraped(docker_engine: str) -> None:
             before = [scrape_counter(url, "grpc_server_handled_total", **PREDICT_OK) for url in metrics_urls]
             results = [client.predict(["a warm, funny and beautifully acted film"]) for _ in range(CALLS)]
         assert {r.predictions[0].label for r in results} <= {"negative", "positive"}
-        served = [scrape_counter(url, "grpc_server_handled_total", **PREDICT_OK) - b
-                  for url, b in zip(metrics_urls, before)]
+        served = counter_moves(lambda: [scrape_counter(url, "grpc_server_handled_total", **PREDICT_OK)
+                                        for url in metrics_urls], before, CALLS)
         assert sum(served) == CALLS and all(n > 0 for n in served), served
 
         # ---- the Prometheus container scrapes both replicas and sees the calls ----
