@@ -17,7 +17,7 @@ WINDOWS = 5
 
 def measure(checkpoint: str, threads: int, batches: tuple[int, ...], seconds: float,
             backend: str = "torch") -> dict[str, object]:
-    """backend "torch" or "onnxruntime" (ONNX Runtime for every batch size measured)."""
+    """backend "torch" or "onnxruntime" (ONNX Runtime for every batch, in the server's length runs)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -28,7 +28,7 @@ def measure(checkpoint: str, threads: int, batches: tuple[int, ...], seconds: fl
     from .texts import TEXTS
 
     loaded = load_checkpoint(checkpoint)
-    predict = make_predictor(loaded, backend, threads, onnx_max_batch=max(batches))
+    predict = make_predictor(loaded, backend, threads)
     max_tokens = loaded.config.max_tokens
     rows = []
     for batch in batches:

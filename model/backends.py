@@ -1,11 +1,16 @@
-"""Which runtime executes Predict's forward: PyTorch, or ONNX Runtime for the small batches.
+"""Which runtime executes Predict's forward: ONNX Runtime, in runs of texts of similar length, or PyTorch.
 
 Measured on the shipped GRU 256 with one CPU thread (`make bench`: ceiling B runs both
 executors; bench/results/serving.md): ONNX Runtime's fused recurrent kernels run a batch of one
 text about 3× faster than PyTorch's CPU GRU, whose per-step operator overhead dominates small
-batches; the advantage shrinks with the batch and turns around between 32 and 64 texts, where
-PyTorch's batched matrix products win. So `auto` runs batches of up to `onnx_max_batch` texts on ONNX
-Runtime and larger ones on PyTorch, on CPU only.
+batches. A run of ONNX Runtime works every text to the longest one's length (its sequence_lens
+keep padding out of the answers, not out of the work), so one run of a mixed-length batch lost
+to PyTorch's packed sequences from 16 texts up. Sorted by length and cut into runs of similar
+length (`length_runs`), the same texts ran faster on ONNX Runtime at every batch size measured
+(SST-2-like lengths, µs of one thread per text, PyTorch / one run / length runs: 205 / 253 / 131
+at 16 texts, 157 / 257 / 130 at 64, 138 / 262 / 118 at 128; on 2 threads 90 / – / 75 at 128).
+So `auto` runs every batch on ONNX Runtime on CPU, in length runs of at most `onnx_max_batch`
+texts, and PyTorch serves only where ONNX Runtime cannot (GPU, or a session that failed its check).
 
 ONNX Runtime is a second executor of the same weights, not a second model: the graph is built
 from the loaded module (model/onnx_export.py) and checked against PyTorch on a probe batch
@@ -35,8 +40,8 @@ from .subwords import batch_subword_array, subword_array
 from .trace import StepStates
 from .vocabulary import PAD_ID, UNK_ID
 
-__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "MAX_ONNX_SUBWORD_SLOTS", "OnnxForward",
-           "Predictor", "make_predictor", "padded_arrays", "padded_subword_array"]
+__all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "DEFAULT_ONNX_MAX_BATCH", "MAX_ONNX_SUBWORD_SLOTS", "PADDING_SLACK",
+           "OnnxForward", "Predictor", "length_runs", "make_predictor", "padded_arrays", "padded_subword_array"]
 
 BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
@@ -44,9 +49,12 @@ AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
 # batch); above this many n-gram slots (B·T·K; 64 MB of gathered float32 at E = 256) a batch runs
 # on torch, whose EmbeddingBag never materialises it. Ordinary batches hold a few hundred.
 MAX_ONNX_SUBWORD_SLOTS = 65_536
-# The crossover, one thread (bench/results/serving.md, 2026-11-29 06:07): ONNX Runtime did 3.14× torch's
-# texts/s at 1 text, 1.67× at 8, 1.23× at 16, 0.98× at 32 and 0.76× at 64.
+# Most texts in one ONNX Runtime run. Texts of one length ran 3% faster per text in runs of 16
+# than of 8 (168 against 173 µs at 19 tokens, one thread).
 DEFAULT_ONNX_MAX_BATCH = 16
+# A length run closes before its padded token slots exceed this many times its texts' own tokens.
+# 1.1 to 1.5 measured within noise of each other, all far ahead of one run per batch.
+PADDING_SLACK = 1.25
 
 log = logging.getLogger(__name__)
 
@@ -119,21 +127,31 @@ class OnnxForward:
 
 @dataclass(frozen=True)
 class Predictor:
-    """predict_encoded with the runtime chosen per batch: ONNX Runtime up to onnx_max_batch texts."""
+    """predict_encoded on ONNX Runtime where the model has a session (in length runs), else on torch."""
 
     loaded: LoadedModel
     onnx: OnnxForward | None = None
-    onnx_max_batch: int = DEFAULT_ONNX_MAX_BATCH
+    onnx_max_batch: int = DEFAULT_ONNX_MAX_BATCH  # most texts in one ONNX Runtime run
 
     @property
     def description(self) -> str:
         if self.onnx is None:
             return "torch"
-        return f"onnxruntime for batches of up to {self.onnx_max_batch} texts, torch above"
+        return f"onnxruntime, in runs of up to {self.onnx_max_batch} texts of similar length"
 
     def __call__(self, batch: Sequence[EncodedText]) -> list[PredictionResult]:
-        if self.onnx is None or len(batch) > self.onnx_max_batch or not batch:
+        if self.onnx is None or not batch:
             return predict_encoded(self.loaded, batch)
+        if len(batch) == 1:
+            return self._run_onnx(batch)
+        results: list[PredictionResult] = [None] * len(batch)  # type: ignore[list-item]  # all filled below
+        for run in length_runs([len(item.ids) for item in batch], self.onnx_max_batch):
+            for index, result in zip(run, self._run_onnx([batch[i] for i in run]), strict=True):
+                results[index] = result
+        return results
+
+    def _run_onnx(self, batch: Sequence[EncodedText]) -> list[PredictionResult]:
+        assert self.onnx is not None
         token_ids, lengths = padded_arrays(batch)
         subword_ids = (padded_subword_array(batch, token_ids.shape[1], self.onnx.subword_pad)
                        if self.onnx.subword_pad is not None else None)  # [B, T, K]
@@ -148,6 +166,28 @@ class Predictor:
         if self.onnx is None or self.loaded.config.bidirectional:
             return None
         return self.onnx.step_states(encoded.ids, encoded.subword_ids)
+
+
+def length_runs(lengths: Sequence[int], max_texts: int, slack: float = PADDING_SLACK) -> list[list[int]]:
+    """The indices of texts of `lengths`, shortest first, cut into runs for one forward each.
+
+    A run takes at most `max_texts` texts and closes before its padded slots (texts × the
+    longest length) would exceed `slack` × the tokens its texts hold.
+    """
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    runs: list[list[int]] = []
+    run: list[int] = []
+    tokens = 0
+    for index in order:
+        length = lengths[index]
+        if run and (len(run) >= max_texts or (len(run) + 1) * length > slack * (tokens + length)):
+            runs.append(run)
+            run, tokens = [], 0
+        run.append(index)
+        tokens += length
+    if run:
+        runs.append(run)
+    return runs
 
 
 def padded_arrays(batch: Sequence[EncodedText]) -> tuple[np.ndarray, np.ndarray]:

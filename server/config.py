@@ -50,11 +50,12 @@ class ServerConfig:
     )
     device: str = _knob("auto", "Where models run: auto (cuda when available), cpu or cuda")
     backend: str = _knob(
-        "auto", "Predict's executor: auto (ONNX Runtime for batches up to onnx_max_batch on CPU, torch otherwise), "
-        "torch or onnxruntime"
+        "auto", "Predict's executor: auto (ONNX Runtime on CPU when it is installed and agrees with torch, "
+        "else torch), torch or onnxruntime"
     )
     onnx_max_batch: int = _knob(
-        16, "Largest batch ONNX Runtime runs (faster up to 16 texts, measured); larger batches run on torch (0: never)"
+        16, "Most texts in one ONNX Runtime run: a batch runs as runs of texts of similar length, up to this "
+        "many each (0: torch for every batch)"
     )
     max_texts_per_request: int = _knob(64, "Most texts one Predict request may carry")
     max_text_chars: int = _knob(5000, "Most characters one text may have")

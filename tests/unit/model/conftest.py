@@ -44,7 +44,8 @@ def assert_onnx_agrees() -> Callable[..., None]:
     """A check: ONNX Runtime gives torch's probabilities to AGREEMENT_TOLERANCE for texts as one
     batch, and each text alone gives what it gave in the batch (padding never leaks into a row)."""
     pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
-    from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, make_predictor
+    from rnn_sentiment.model.backends import (AGREEMENT_TOLERANCE, make_predictor, padded_arrays,
+                                               padded_subword_array)
     from rnn_sentiment.model.inference import encode_texts, predict_encoded
 
     def check(loaded, texts: list[str]) -> None:
@@ -52,7 +53,14 @@ def assert_onnx_agrees() -> Callable[..., None]:
         assert predictor.onnx is not None
         batch = encode_texts(texts, loaded.vocab, loaded.config.max_tokens)
         expected = torch.tensor([r.probabilities for r in predict_encoded(loaded, batch)])
-        actual = torch.tensor([r.probabilities for r in predictor(batch)])
+        torch.testing.assert_close(torch.tensor([r.probabilities for r in predictor(batch)]), expected,
+                                   rtol=0, atol=AGREEMENT_TOLERANCE)
+        # The predictor runs texts in runs of similar length; the session itself must also keep
+        # the padding of one run over the whole mixed batch out of every row.
+        token_ids, lengths = padded_arrays(batch)
+        subword_ids = (padded_subword_array(batch, token_ids.shape[1], predictor.onnx.subword_pad)
+                       if predictor.onnx.subword_pad is not None else None)
+        actual = torch.from_numpy(predictor.onnx.probabilities(token_ids, lengths, subword_ids))
         torch.testing.assert_close(actual, expected, rtol=0, atol=AGREEMENT_TOLERANCE)
         for index, item in enumerate(batch):
             alone = torch.tensor(predictor([item])[0].probabilities)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, Predictor, make_predictor, padded_arrays
+from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, Predictor, length_runs, make_predictor, padded_arrays
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
 from rnn_sentiment.model.inference import encode_texts, padded_batch, predict_encoded
 
@@ -49,18 +49,37 @@ def test_shipped_checkpoints_agree_to_1e_5(name):
     assert [r.label for r in predictor(batch)] == [r.label for r in predict_encoded(loaded, batch)]
 
 
-def test_batches_above_the_limit_run_on_torch(vocab, tiny_network, monkeypatch):
+def test_a_batch_runs_on_onnx_runtime_in_length_runs_and_answers_in_order(vocab, tiny_network, monkeypatch):
     loaded = _loaded(tiny_network(len(vocab)), vocab)
     predictor = make_predictor(loaded, "auto", threads=1, onnx_max_batch=2)
     assert predictor.onnx is not None
+    runs: list[list[int]] = []
+    real = predictor.onnx.probabilities
 
-    def refuse(token_ids, lengths, subword_ids=None):
-        raise AssertionError(f"a batch of {len(lengths)} texts (limit 2) reached ONNX Runtime")
+    def record(token_ids, lengths, subword_ids=None):
+        runs.append(lengths.tolist())
+        return real(token_ids, lengths, subword_ids)
 
-    monkeypatch.setattr(predictor.onnx, "probabilities", refuse)
-    assert len(predictor(encode_texts(TEXTS[:3], vocab, 128))) == 3  # torch answered
-    with pytest.raises(AssertionError, match="reached ONNX Runtime"):
-        predictor(encode_texts(TEXTS[:2], vocab, 128))  # at the limit: ONNX Runtime
+    monkeypatch.setattr(predictor.onnx, "probabilities", record)
+    batch = encode_texts(TEXTS, vocab, 128)
+    answers = predictor(batch)
+    assert all(len(run) <= 2 for run in runs) and sorted(sum(runs, [])) == sorted(len(e.ids) for e in batch)
+    assert runs == sorted(runs)  # shortest texts first
+    expected = predict_encoded(loaded, batch)
+    assert [a.token_count for a in answers] == [len(e.ids) for e in batch]  # each answer in its text's place
+    torch.testing.assert_close(torch.tensor([a.probabilities for a in answers]),
+                               torch.tensor([e.probabilities for e in expected]), rtol=0, atol=AGREEMENT_TOLERANCE)
+
+
+def test_length_runs_group_similar_lengths_within_the_limits():
+    lengths = [5, 1, 5, 20, 2, 19, 1]
+    runs = length_runs(lengths, max_texts=3)
+    assert sorted(i for run in runs for i in run) == list(range(len(lengths)))  # every text once
+    assert [[lengths[i] for i in run] for run in runs] == [[1, 1], [2], [5, 5], [19, 20]]
+    # 1, 1 and 2 would pad 6 slots for 4 tokens (more than 1.25×); with room for 50% they share a run.
+    assert [[lengths[i] for i in run] for run in length_runs(lengths, max_texts=3, slack=1.5)][0] == [1, 1, 2]
+    assert [len(run) for run in length_runs([7] * 10, max_texts=4)] == [4, 4, 2]  # one length: only the cap cuts
+    assert length_runs([], max_texts=4) == []
 
 
 def test_torch_backend_and_a_zero_limit_never_build_a_session(vocab, tiny_network):
