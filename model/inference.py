@@ -93,11 +93,13 @@ def to_predictions(labels: Sequence[str], rows: Sequence[Sequence[float]],
 
 
 def to_prediction(labels: Sequence[str], probabilities: Sequence[float], item: EncodedText) -> PredictionResult:
-    best = max(range(len(labels)), key=lambda i: probabilities[i])
+    # Built-ins in C over a tuple, no per-label lambda: this runs for every text served.
+    values = tuple(map(float, probabilities))
+    best = values.index(max(values))  # the first of equal maxima, as max over the indices gave
     return PredictionResult(
         label=labels[best],
-        score=float(probabilities[best]),
-        probabilities=tuple(float(p) for p in probabilities),
+        score=values[best],
+        probabilities=values,
         token_count=len(item.ids),
         unknown_count=item.unknown_count,
         truncated=item.truncated,
