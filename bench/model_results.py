@@ -72,7 +72,7 @@ def table(model_dir: Path, data_dir: Path) -> str:
     rows.append(f"Measured {time.strftime('%Y-%m-%d')} by `make results` on {os.cpu_count()} CPU cores "
                 f"(load average {load:.1f} at the end: latency is inflated when the machine is shared). "
                 "Forward: one thread, tokenize included; served = the server's default executor (ONNX Runtime "
-                "for small batches). Anchors are the papers' SST-2 test accuracies; ours are dev (there is no "
+                "on CPU). Anchors are the papers' SST-2 test accuracies; ours are dev (there is no "
                 "test split here).")
     return "\n".join(rows)
 

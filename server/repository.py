@@ -64,7 +64,7 @@ class ServedModel:
     configured intra-op threads, and a single queue keeps Predict and Trace fair (FIFO).
     """
 
-    predictor: Predictor  # Predict's forward (torch, or ONNX Runtime for small batches) and its model
+    predictor: Predictor  # Predict's forward (ONNX Runtime in length runs, or torch) and its model
     device: str
     model_thread: ModelThread
     batcher: MicroBatcher[EncodedText, PredictionResult]

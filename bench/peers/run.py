@@ -145,8 +145,8 @@ def render(document: dict) -> str:
         f"- command: `{document['command']}`",
         *(f"- note: {note}" for note in document.get("notes", [])),
         f"- every server serves `{document['checkpoint']}`: the peers through `encode_texts` + `predict_encoded` "
-        "(torch), ours with its `--backend` (default auto: ONNX Runtime for batches of up to 16 texts, torch "
-        "above; `--backend torch` is the like-for-like row); one-text requests; the peers with their batching "
+        "(torch), ours with its `--backend` (default auto: ONNX Runtime, in runs of up to 16 texts of similar "
+        "length; `--backend torch` is the like-for-like row); one-text requests; the peers with their batching "
         "on (batch 32, 5 ms) and WARN logging; 1 intra-op thread per worker",
         f"- load generator: {document['load_generator']}, one connection per caller up to 32; warm-up "
         f"{document['settings']['warmup_s']:g} s, then {document['settings']['duration_s']:g} s measured per row; "
