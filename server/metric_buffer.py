@@ -67,9 +67,9 @@ class BufferedHistogram:
     """`observe` counts into a local copy of the buckets; `flush` adds them to the histogram.
 
     prometheus_client has no public way to add many observations at once, so the flush adds to
-    the series' bucket and sum values (`_buckets`, `_sum`, `_upper_bounds`: the same since
-    prometheus_client 0.4). The constructor checks they are there, and a unit test checks that
-    a flush exposes exactly what the same observations made one by one would.
+    the series' bucket and sum values (`_buckets`, `_sum`, `_upper_bounds`, as in 0.26). The
+    constructor checks they are there, and a unit test checks that a flush exposes exactly what
+    the same observations made one by one would, so an upgrade that moves them fails the tests.
     """
 
     __slots__ = ("_series", "_bounds", "_counts", "_sum", "_pending")
