@@ -6,8 +6,11 @@ pinned, a worker's threads share one core's caches and the workers never contend
 But a pinned worker cannot move away from another busy process on its core. Measured with
 `--workers 2` on 2 cores (h2load on the same machine, alternating rounds, README "Performance"):
 +2-12% req/s with h2load alone beside it; with h2load also writing its per-request log (the
-benchmark's setting) -4 to +1% at concurrency 32 and +9% at 128. So it is off by default: turn
-it on where the workers have the cores to themselves. Linux only; elsewhere workers run unpinned.
+benchmark's setting) -4 to +1% at concurrency 32 and +9% at 128 at first, +4 to +12% at every
+concurrency once the per-request Python shrank (metric buffer, length runs), but for one +1.5%.
+It stays off by default, since the kernel keeps handing a pinned worker its share of connections
+however busy its core is: turn it on where the workers have the cores to themselves. Linux
+only; elsewhere workers run unpinned.
 """
 
 from __future__ import annotations

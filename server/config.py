@@ -73,7 +73,8 @@ class ServerConfig:
     )
     pin_workers: bool = _knob(
         False, "With more than one worker, pin each (all its threads) to a CPU of its own when there are enough "
-        "CPUs: +2-12% req/s on 2 cores with nothing else busy, mixed (-4% to +9%) beside a busy process (see README)"
+        "CPUs: +4-12% req/s on 2 cores beside the load generator; a pinned worker cannot move away from a busy "
+        "neighbour, so use it where the workers have the cores to themselves (see README)"
     )
     torch_threads: int = _knob(
         0, "Torch intra-op threads per worker (0: 1, measured best: the event loop needs the other cores)"
