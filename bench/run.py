@@ -152,7 +152,7 @@ def check_rss(label: str, server, one_file: Path, bodies: Bodies, settings: Sett
     result = load(label + " (RSS check)", server, one_file, bodies.one_text, 1, 32, settings, work,
                   requests=settings.rss_requests)
     after = sample_tree(server.process.pid)
-    return {"requests": settings.rss_requests, "rps": result["rps"], "errors": result["errors"],
+    return {"server": label, "requests": settings.rss_requests, "rps": result["rps"], "errors": result["errors"],
             "rss_before_mb": round(before.rss_bytes / 2**20, 1), "rss_after_mb": round(after.rss_bytes / 2**20, 1),
             "growth_mb": round((after.rss_bytes - before.rss_bytes) / 2**20, 1)}
 
@@ -270,7 +270,8 @@ def render(document: dict, nproc: int) -> str:
     if document.get("rss_check"):
         rss = document["rss_check"]
         lines += ["## RSS growth", "",
-                  f"{rss['requests']:,} one-text requests at concurrency 32 against the default server "
+                  f"{rss['requests']:,} one-text requests at concurrency 32 against "
+                  f"{rss.get('server', 'ours, --workers 1')}, one process, so its RSS is one worker's "
                   f"({fmt(rss['rps'])} req/s, {rss['errors']} errors): RSS {rss['rss_before_mb']} MB before, "
                   f"{rss['rss_after_mb']} MB after, growth {rss['growth_mb']} MB.", ""]
     lines += ["## Ratios", "", markdown_table(
