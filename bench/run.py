@@ -271,7 +271,7 @@ def render(document: dict, nproc: int) -> str:
         rss = document["rss_check"]
         lines += ["## RSS growth", "",
                   f"{rss['requests']:,} one-text requests at concurrency 32 against "
-                  f"{rss.get('server', 'ours, --workers 1')}, one process, so its RSS is one worker's "
+                  f"{rss['server']}, one process, so its RSS is one worker's "
                   f"({fmt(rss['rps'])} req/s, {rss['errors']} errors): RSS {rss['rss_before_mb']} MB before, "
                   f"{rss['rss_after_mb']} MB after, growth {rss['growth_mb']} MB.", ""]
     lines += ["## Ratios", "", markdown_table(

@@ -12,6 +12,8 @@ So the request path adds to a counter here (an attribute increment; a bisect for
 histogram's bucket) and `MetricBuffer.flush`, on the event loop every FLUSH_SECONDS, adds the
 totals to the prometheus_client series: /metrics lags by at most that much. Every update and
 every flush run on the event loop thread, so a total is never read while it is being added to.
+Series are registered when a model is served, at startup from the thread that loads the models
+(`ModelRepository.load`), which is why `flush` walks a copy of the registry.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class MetricBuffer:
 
     def flush(self) -> None:
         """Write every buffered update to its series (on the thread that makes the updates)."""
-        for buffer in list(self._buffers.values()):
+        for buffer in list(self._buffers.values()):  # a copy: a model loading meanwhile may add series
             buffer.flush()
 
     async def flush_every(self, seconds: float = FLUSH_SECONDS) -> None:
