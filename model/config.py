@@ -14,7 +14,8 @@ POOLINGS = ("last", "mean", "max", "attention")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture of a SentimentRNN. Saved in the checkpoint's config.json."""
+    """Architecture of a SentimentRNN. Saved in the checkpoint's config.json, and read back
+    through model/checkpoint_schema.py, which checks every field's type and bounds first."""
 
     cell: str = "gru"  # "rnn" (Elman, tanh) shows vanishing memory; gated cells cure it
     embedding_dim: int = 256
@@ -62,18 +63,11 @@ class ModelConfig:
         data["labels"] = list(self.labels)
         return data
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys {unknown}; known keys are {sorted(known)}")
-        return cls(**data).validate()
-
 
 @dataclass(frozen=True)
 class TrainingRecord:
-    """How a checkpoint was trained and how well it did on dev. Saved in config.json."""
+    """How a checkpoint was trained and how well it did on dev. Saved in config.json (read back
+    through model/checkpoint_schema.py)."""
 
     dev_accuracy: float
     dev_macro_f1: float
@@ -87,7 +81,3 @@ class TrainingRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainingRecord:
-        return cls(**data)

@@ -45,6 +45,10 @@ _PUNCT_RE = re.compile(r"(?=[,:;%$!?])(?:[,:](?!\d)|(?<!\d)[,:]|[;%$]|[!?]+)")
 _BACKTICKS_RE = re.compile(r"`+")
 _SINGLE_LETTER_RE = re.compile(r"[b-hj-z]")  # `r.`, `j.`; not `a.`/`i.`, which end sentences
 _DOTTED_RE = re.compile(r"[a-z]+(?:\.[a-z]+)+")  # `u.s`, `j.r.r`, `p.o.v`
+# A clitic or `'n` after an opening apostrophe keeps it (`'s`, `'n'`): not a quote mark.
+_APOSTROPHE_STARTS = (*_CLITICS, "'n")
+# Longer than any atom, apostrophe word or abbreviation: a chunk longer than this is none of them.
+_LONGEST_WORD = max(len(word) for word in (*_ATOMS, *_APOSTROPHE_WORDS, *_ABBREVIATIONS))
 
 
 def tokenize(text: str) -> list[str]:
@@ -100,41 +104,60 @@ def normalize_sst_tokens(line: str) -> list[str]:
 
 
 def _split_chunk(chunk: str, following: str) -> list[str]:
-    """Split one whitespace-free chunk into tokens: leading quotes, the word, clitics, trailing marks."""
+    """Split one whitespace-free chunk into tokens: leading quotes, the word, clitics, trailing marks.
+
+    The marks are peeled by moving two indices, never by slicing the chunk: a slice per mark
+    made a chunk of n quote and dot characters cost n² (`x'.'.'.…` on every request's path).
+    """
     if chunk in _ATOMS or (chunk.isalnum() and chunk not in _FUSED):
         return [chunk]
+    start, end = 0, len(chunk)  # what is left of the word: chunk[start:end]
     prefix: list[str] = []
-    suffix: list[str] = []
     # Leading quote marks: a backtick run is a quote; an apostrophe is an opening single
     # quote (SST's "`") unless it starts a clitic, a year ('70s) or a known word ('em).
-    while chunk and chunk not in _ATOMS:
-        match = _BACKTICKS_RE.match(chunk)
+    while start < end and not _is_one_of(_ATOMS, chunk, start, end):
+        match = _BACKTICKS_RE.match(chunk, start, end)
         if match:
-            prefix.append("``" if len(match.group()) >= 2 else "`")
-            chunk = chunk[match.end():]
-        elif (chunk.startswith("'") and len(chunk) > 1 and not chunk[1].isdigit()
-              and not chunk.startswith(_CLITICS + ("'n",))):
+            prefix.append("``" if match.end() - start >= 2 else "`")
+            start = match.end()
+        elif (chunk.startswith("'", start, end) and end - start > 1 and not chunk[start + 1].isdigit()
+              and not chunk.startswith(_APOSTROPHE_STARTS, start, end)):
             prefix.append("`")
-            chunk = chunk[1:]
+            start += 1
         else:
             break
     # Trailing marks, peeled from the end: closing quotes, ellipsis, a sentence period.
-    while chunk and chunk not in _ATOMS:
-        if chunk.endswith("''"):
-            suffix.insert(0, "''")
-            chunk = chunk[:-2]
-        elif chunk.endswith("'") and not chunk.endswith("n'") and chunk not in _APOSTROPHE_WORDS:
-            suffix.insert(0, "'")
-            chunk = chunk[:-1]
-        elif chunk.endswith("`"):
-            suffix.insert(0, "`")
-            chunk = chunk[:-1]
-        elif chunk.endswith(".") and chunk != "." and not _is_abbreviation(chunk, following):
-            suffix.insert(0, ".")
-            chunk = chunk[:-1]
+    suffix_reversed: list[str] = []
+    while start < end:
+        short = end - start <= _LONGEST_WORD  # only a short rest can be an atom or a known word
+        if short and chunk[start:end] in _ATOMS:
+            break
+        last = chunk[end - 1]
+        before = chunk[end - 2] if end - start > 1 else ""
+        if last == "'" and before == "'":
+            mark = "''"
+        elif last == "'" and before != "n" and not (short and chunk[start:end] in _APOSTROPHE_WORDS):
+            mark = "'"
+        elif last == "`":
+            mark = "`"
+        elif last == "." and before:
+            # Every abbreviation ends in a letter (`mr`, `u.s`, `no`), so a period after another
+            # mark (the long adversarial runs) needs no look at the stem; and a period after a
+            # letter is the last mark peeled, so the stem is looked at once per chunk at most.
+            if "a" <= before <= "z" and _is_abbreviation(chunk, start, end - 1, following):
+                break
+            mark = "."
         else:
             break
-    return prefix + _split_word(chunk) + suffix if chunk else prefix + suffix
+        suffix_reversed.append(mark)
+        end -= len(mark)
+    suffix_reversed.reverse()
+    return prefix + _split_word(chunk[start:end]) + suffix_reversed if start < end else prefix + suffix_reversed
+
+
+def _is_one_of(words: frozenset[str], chunk: str, start: int, end: int) -> bool:
+    """Whether chunk[start:end] is one of words, without slicing a long chunk to find out."""
+    return end - start <= _LONGEST_WORD and chunk[start:end] in words
 
 
 def _split_word(word: str) -> list[str]:
@@ -151,9 +174,13 @@ def _split_word(word: str) -> list[str]:
     return [word]
 
 
-def _is_abbreviation(chunk: str, following: str) -> bool:
-    """Whether a chunk's final period belongs to the word (`mr.`, `u.s.`, `no. 1`)."""
-    stem = chunk[:-1]
-    if stem in _ABBREVIATIONS or _SINGLE_LETTER_RE.fullmatch(stem) or _DOTTED_RE.fullmatch(stem):
+def _is_abbreviation(chunk: str, start: int, stem_end: int, following: str) -> bool:
+    """Whether the period after chunk[start:stem_end] belongs to the word (`mr.`, `u.s.`, `no. 1`)."""
+    length = stem_end - start
+    if _is_one_of(_ABBREVIATIONS, chunk, start, stem_end):
         return True
-    return stem == "no" and following[:1].isdigit()
+    if length == 1 and _SINGLE_LETTER_RE.fullmatch(chunk, start, stem_end):
+        return True
+    if _DOTTED_RE.fullmatch(chunk, start, stem_end):
+        return True
+    return length == 2 and chunk.startswith("no", start) and following[:1].isdigit()
