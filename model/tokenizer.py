@@ -3,7 +3,8 @@
 The training data (SST-2) is already lower-cased and tokenized the Penn Treebank way
 (`it 's`, `does n't`, `-lrb-`). Serving receives raw text, so this module re-creates
 those conventions; a word the vocabulary knows must come out spelled the way SST spells it.
-Already-tokenized SST text passes through unchanged (the rules are idempotent).
+Already-tokenized SST text passes through unchanged. That holds for SST's own spellings, not
+for any text: re-tokenizing arbitrary tokens can split them further (`0.n't`).
 """
 
 from __future__ import annotations
