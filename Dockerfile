@@ -1,7 +1,7 @@
 # rnn-sentiment server image: the gRPC service with the shipped models baked in.
 #
 #   docker build -t rnn-sentiment .                          # CPU torch from the PyTorch CPU index
-#   docker run --rm -p 50051:50051 -p 9464:9464 rnn-sentiment
+#   docker run --rm -p 127.0.0.1:50051:50051 -p 127.0.0.1:9464:9464 rnn-sentiment
 #   docker run --rm -v /srv/models:/models -e RNN_SENTIMENT_MODEL_DIR=/models rnn-sentiment
 #
 # GPU variant: torch built for CUDA and the server on `--device cuda`, on a CUDA base
@@ -91,7 +91,10 @@ RUN set -eu; \
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=app /opt/app /opt/app
 COPY deploy/docker/healthcheck /usr/local/bin/rnn-sentiment-healthcheck
-# Inside a container the server listens on every interface; the host decides what is published.
+# Inside a container the server listens on every interface of the container's own network
+# namespace: a published port (-p) and a Prometheus in another container arrive on its eth0,
+# never on its loopback. The host decides what is published: publish on 127.0.0.1 (as above)
+# unless a TLS-terminating balancer or firewall stands in front (docs/security.md).
 ENV PATH=/opt/app/bin:/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/app \
     PYTHONUNBUFFERED=1 \

@@ -11,7 +11,7 @@ ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
 DATA ?= ../shared/data/sst2
 
-.PHONY: results help install proto proto-baseline serve system-packages test test-fast test-system bench bench-peers bench-trace clean
+.PHONY: results help install proto proto-baseline serve system-packages test test-fast test-system bench bench-peers bench-trace bench-isolation soak clean
 
 help:
 	@echo "make serve   - install into $(VENV) and serve the shipped model on $(ADDRESS) (metrics on $(METRICS_ADDRESS))"
@@ -20,6 +20,8 @@ help:
 	@echo "make bench   - benchmark the server against its ceilings, ~8 min (BENCH_ARGS=--quick: a ~1.5 min smoke)"
 	@echo "make bench-peers - the same load on TorchServe and MLServer side by side, ~8 min (installed in bench/.peers-venv)"
 	@echo "make bench-trace - trace attributions' faithfulness (SST-2 dev), trace cost vs Predict, memory profiles"
+	@echo "make bench-isolation - Predict p50/p99 with and without a client looping the heaviest allowed Trace, ~1.5 min"
+	@echo "make soak    - 10 min of Predict + Trace load; RSS, threads and fds per server process must stay flat (SOAK_SECONDS=60: the CI length)"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +78,19 @@ bench-peers: $(VENV)/.installed-server
 # BENCH_ARGS="--quick --model-dir DIR"; add "--pictures docs/images" to redraw docs/trace.md's pictures.
 bench-trace: $(VENV)/.installed-dev
 	$(PY) -m bench.trace_run $(BENCH_ARGS)
+
+# Predict p50/p99 with and without a client looping the heaviest allowed Trace, one worker, ~1.5 min.
+# BENCH_ARGS="--seconds 8 --rounds 3 --callers 4". Result: bench/results/trace_isolation.md.
+bench-isolation: $(VENV)/.installed-server
+	$(PY) -m bench.trace_isolation $(BENCH_ARGS)
+
+# Soak: 2 workers under moderate Predict load and a Trace caller; fails on a growth trend in RSS,
+# threads or open fds of any server process, or on any failed call. Results in bench/results/soak.{md,csv}.
+SOAK_SECONDS ?= 600
+SOAK_ARGS ?=
+
+soak: $(VENV)/.installed-server
+	$(PY) -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 # The README's model table, re-measured from the shipped checkpoints on SST-2 dev.
 results: $(VENV)/.installed-dev

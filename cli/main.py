@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from dataclasses import asdict
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
+
+if TYPE_CHECKING:  # the client is imported lazily: `serve` and `train` never need it
+    from rnn_sentiment.client import SentimentClient
+    from rnn_sentiment.client.results import TraceResult
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -19,12 +24,55 @@ def _add_target(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline in seconds")
     parser.add_argument("--model", default="", help="model name (default: the server's default)")
+    _add_connection_security(parser)
+
+
+def _add_connection_security(parser: argparse.ArgumentParser) -> None:
+    """TLS, token and retry flags; each unset one falls back to the SDK's RNN_SENTIMENT_* variable."""
+    group = parser.add_argument_group("connection security (flags override the RNN_SENTIMENT_* variables)")
+    group.add_argument("--tls", action=argparse.BooleanOptionalAction, default=None,
+                       help="TLS with the system's root CAs (env RNN_SENTIMENT_TLS)")
+    group.add_argument("--tls-ca", default=None, metavar="PEM",
+                       help="CA certificate that signed the server's: TLS on (env RNN_SENTIMENT_TLS_CA)")
+    group.add_argument("--tls-client-cert", default=None, metavar="PEM",
+                       help="client certificate for mutual TLS (env RNN_SENTIMENT_TLS_CLIENT_CERT)")
+    group.add_argument("--tls-client-key", default=None, metavar="PEM",
+                       help="its private key (env RNN_SENTIMENT_TLS_CLIENT_KEY)")
+    group.add_argument("--tls-server-name", default=None, metavar="NAME",
+                       help="verify the server's certificate for NAME instead of the target's host "
+                            "(env RNN_SENTIMENT_TLS_SERVER_NAME)")
+    # No --token: a flag's value shows in `ps` and shell history.
+    group.add_argument("--token-file", default=None, metavar="FILE",
+                       help="file whose first line is the bearer token (env RNN_SENTIMENT_TOKEN holds the token itself)")
+    group.add_argument("--retry", action=argparse.BooleanOptionalAction, default=None,
+                       help="retry calls answered UNAVAILABLE with backoff (default on; env RNN_SENTIMENT_RETRY)")
+
+
+class ClientSetupError(Exception):
+    """The client's own settings are unusable (a file that cannot be read, half a key pair)."""
+
+
+def _token_from_file(path: str | None) -> str | None:
+    if path is None:
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except OSError as error:
+        raise ClientSetupError(f"--token-file {path!r}: {error.strerror or error}") from None
 
 
 def _client(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from rnn_sentiment.client import SentimentClient
 
-    return SentimentClient(args.target, timeout=args.timeout)
+    try:
+        return SentimentClient(
+            args.target, timeout=args.timeout, tls=args.tls, root_ca=args.tls_ca, client_cert=args.tls_client_cert,
+            client_key=args.tls_client_key, server_name=args.tls_server_name,
+            token=_token_from_file(args.token_file), retry=args.retry,
+        )
+    except ValueError as error:
+        raise ClientSetupError(str(error)) from None
 
 
 def _run_client_command(action: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
@@ -32,6 +80,9 @@ def _run_client_command(action: Callable[[argparse.Namespace], int], args: argpa
 
     try:
         return action(args)
+    except ClientSetupError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     except SentimentError as error:
         print(f"error: {error}", file=sys.stderr)
         for field, description in error.field_violations.items():
@@ -70,15 +121,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
         return 2
     models = [args.model] + ([args.compare] if args.compare else [])
     with _client(args) as client:
-        traces = [
-            client.trace(
-                args.text, model=model, include_hidden_states=args.format == "json" or pictures,
-                attributions=attributions, integrated_gradients_steps=args.ig_steps,
-                all_layers=args.all_layers, top_k_units=args.top_k_units,
-                include_memory_profile=not args.no_memory,
-            )
-            for model in models
-        ]
+        traces = [_trace_with_memory_if_it_fits(client, args, model, attributions, pictures) for model in models]
     if args.format == "png":
         try:
             from rnn_sentiment.client.render_png import trace_png
@@ -109,6 +152,31 @@ def cmd_trace(args: argparse.Namespace) -> int:
     return 0
 
 
+def _trace_with_memory_if_it_fits(client: "SentimentClient", args: argparse.Namespace, model: str,
+                                  attributions: list[str], pictures: bool) -> "TraceResult":
+    """One model's trace. The memory profile is on by default but covers a bounded number of
+    tokens (the server's limit): past it, say so and trace without it rather than fail."""
+    from rnn_sentiment.client import SentimentError
+
+    def trace(memory: bool) -> "TraceResult":
+        return client.trace(
+            args.text, model=model, include_hidden_states=args.format == "json" or pictures,
+            attributions=attributions, integrated_gradients_steps=args.ig_steps,
+            all_layers=args.all_layers, top_k_units=args.top_k_units, include_memory_profile=memory,
+        )
+
+    if args.no_memory:
+        return trace(False)
+    try:
+        return trace(True)
+    except SentimentError as error:
+        reason = error.field_violations.get("include_memory_profile")
+        if error.code != "INVALID_ARGUMENT" or reason is None:
+            raise
+        print(f"note: no memory profile for {model or 'the default model'}: {reason}", file=sys.stderr)
+        return trace(False)
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     with _client(args) as client:
         models = client.list_models() if args.all else [client.model_info(args.model)]
@@ -130,9 +198,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_health(args: argparse.Namespace) -> int:
     """Exit 0 only when SERVING, for scripts and container probes."""
-    from rnn_sentiment.client import SentimentClient, SentimentError
+    from rnn_sentiment.client import SentimentError
 
-    with SentimentClient(args.target, timeout=args.timeout) as client:
+    with _client(args) as client:
         try:
             status = client.health(args.service)
         except SentimentError as error:
@@ -143,6 +211,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    # Importing torch takes seconds before serve() installs its signal handlers; SIGHUP's default
+    # action is death, so ignore it until then (the server's state machine takes over from there).
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from rnn_sentiment.server.config import config_from, config_table_markdown
 
     if args.print_config_table:
@@ -226,10 +297,11 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     health.add_argument("target", nargs="?", default=DEFAULT_TARGET, help="server host:port")
     health.add_argument("--timeout", type=float, default=5.0)
     health.add_argument("--service", default="", help="a service name; empty = the whole server")
-    health.set_defaults(action=cmd_health)
+    _add_connection_security(health)
+    health.set_defaults(action=cmd_health, client_command=True)
 
     serve = commands.add_parser("serve", help="serve models over gRPC")
-    serve.add_argument("--print-config-table", action="store_true", help="print the README configuration table")
+    serve.add_argument("--print-config-table", action="store_true", help="print the configuration table (docs/configuration.md)")
     if selected == "serve":
         _lazy_arguments("rnn_sentiment.server.config", "add_server_arguments")(serve)
     serve.set_defaults(action=cmd_serve)

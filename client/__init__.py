@@ -7,6 +7,7 @@
 """
 
 from .aio import AsyncSentimentClient
+from .channel import DEFAULT_RETRY_POLICY, RetryPolicy
 from .errors import SentimentError
 from .results import (
     Architecture, Attribution, CellStep, MemoryProfile, ModelInfo, Prediction, PredictResult, TraceResult,
@@ -19,10 +20,12 @@ __all__ = [
     "AsyncSentimentClient",
     "Attribution",
     "CellStep",
+    "DEFAULT_RETRY_POLICY",
     "MemoryProfile",
     "ModelInfo",
     "Prediction",
     "PredictResult",
+    "RetryPolicy",
     "SentimentClient",
     "SentimentError",
     "TraceResult",

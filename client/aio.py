@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import grpc
@@ -11,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
+from .channel import RetryPolicy, channel_settings
 from .errors import SentimentError
 from .requests import as_texts, trace_request
 from .results import ModelInfo, PredictResult, TraceResult
@@ -33,15 +35,29 @@ class AsyncSentimentClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
+        tls: bool | None = None,
+        root_ca: str | Path | None = None,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
+        server_name: str | None = None,
+        token: str | None = None,
+        retry: bool | RetryPolicy | None = None,
     ) -> None:
-        """Open a channel to `target`; must be created inside a running event loop's thread."""
+        """Open a channel to `target`; must be created inside a running event loop's thread.
+
+        Security and retry arguments (and their `RNN_SENTIMENT_*` variables) as SentimentClient's.
+        """
         self.target = target
         self.timeout = timeout
-        self._metadata = tuple(metadata)
+        settings = channel_settings(
+            credentials=credentials, tls=tls, root_ca=root_ca, client_cert=client_cert, client_key=client_key,
+            server_name=server_name, token=token, retry=retry, metadata=metadata, options=options,
+        )
+        self._metadata = settings.metadata
         self._channel = (
-            aio.secure_channel(target, credentials, options=options)
-            if credentials
-            else aio.insecure_channel(target, options=options)
+            aio.secure_channel(target, settings.credentials, options=settings.options)
+            if settings.credentials
+            else aio.insecure_channel(target, options=settings.options)
         )
         self._stub = pb_grpc.SentimentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

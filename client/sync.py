@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import grpc
@@ -10,6 +11,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
+from .channel import RetryPolicy, channel_settings
 from .errors import SentimentError
 from .results import ModelInfo, PredictResult, TraceResult
 from .requests import as_texts, trace_request
@@ -36,6 +38,13 @@ class SentimentClient:
         credentials: grpc.ChannelCredentials | None = None,
         metadata: Sequence[tuple[str, str]] = (),
         options: Sequence[tuple[str, Any]] = (),
+        tls: bool | None = None,
+        root_ca: str | Path | None = None,
+        client_cert: str | Path | None = None,
+        client_key: str | Path | None = None,
+        server_name: str | None = None,
+        token: str | None = None,
+        retry: bool | RetryPolicy | None = None,
     ) -> None:
         """Open a channel to `target` ("host:port"); `timeout` is the per-call deadline in seconds.
 
@@ -43,14 +52,25 @@ class SentimentClient:
         DNS name (a Kubernetes headless Service):
         `SentimentClient("dns:///rnn-sentiment-headless:50051",
         options=[("grpc.lb_policy_name", "round_robin")])`.
+
+        Security and retries (each left None falls back to its `RNN_SENTIMENT_*` variable, see
+        rnn_sentiment.client.channel): `root_ca` (PEM path) or `tls=True` (system roots) for TLS;
+        `client_cert`/`client_key` for mutual TLS; `server_name` when the certificate names another
+        host than `target`; `token` sent as `authorization: Bearer <token>`. Calls answered
+        UNAVAILABLE are retried with backoff (RetryPolicy); `retry=False` turns that off:
+        `SentimentClient("rnn.example:443", root_ca="ca.pem", token=os.environ["TOKEN"])`.
         """
         self.target = target
         self.timeout = timeout
-        self._metadata = tuple(metadata)
+        settings = channel_settings(
+            credentials=credentials, tls=tls, root_ca=root_ca, client_cert=client_cert, client_key=client_key,
+            server_name=server_name, token=token, retry=retry, metadata=metadata, options=options,
+        )
+        self._metadata = settings.metadata
         self._channel = (
-            grpc.secure_channel(target, credentials, options=options)
-            if credentials
-            else grpc.insecure_channel(target, options=options)
+            grpc.secure_channel(target, settings.credentials, options=settings.options)
+            if settings.credentials
+            else grpc.insecure_channel(target, options=settings.options)
         )
         self._stub = pb_grpc.SentimentServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

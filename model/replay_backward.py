@@ -33,11 +33,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .attribution import gradient_x_input, gradients_enabled, target_log_odds
+from .attribution import Slices, gradient_x_input, gradients_enabled, run_slices, target_log_odds
 from .cell_replay import DIRECTIONS, CellReplay, replay_cells
 from .network import EncodedSequence, SentimentRNN
 
-__all__ = ["replayed_gradient_x_input"]
+__all__ = ["replayed_gradient_x_input", "replayed_gradient_x_input_slices"]
 
 # Per recurrent module: weight name -> ((version, address) of the weight, its transpose made
 # contiguous). A matrix-vector product reads a contiguous [H, G*H] about a fifth faster than the
@@ -55,6 +55,16 @@ def replayed_gradient_x_input(network: SentimentRNN, token_ids: Tensor, target: 
     replays: replay_cells(network, token_ids, subword_ids=subword_ids) for every layer, when the
     caller has them (a trace does); otherwise they are computed here.
     """
+    return run_slices(replayed_gradient_x_input_slices(network, token_ids, target, replays, subword_ids))
+
+
+def replayed_gradient_x_input_slices(network: SentimentRNN, token_ids: Tensor, target: int,
+                                     replays: Sequence[CellReplay] | None = None,
+                                     subword_ids: Tensor | None = None,
+                                     steps_per_slice: int | None = None) -> Slices[Tensor]:
+    """replayed_gradient_x_input, its backward walk cut every `steps_per_slice` steps of each
+    layer and direction (None: never). The tensors it reads are plain (detached), so no graph
+    is recorded whether or not gradients are enabled between slices."""
     if network.training or token_ids.device.type != "cpu":
         return gradient_x_input(network, token_ids, target, subword_ids)
     if replays is None:
@@ -65,19 +75,19 @@ def replayed_gradient_x_input(network: SentimentRNN, token_ids: Tensor, target: 
         raise ValueError("replays must cover every layer and direction of the network")
     gradient = _output_gradient(network, by_layer[-1], target)  # [T, H*D] ∂f/∂(top outputs)
     size = config.hidden_size
-    with torch.no_grad():
-        for layer in range(config.num_layers - 1, -1, -1):
-            suffixes = [f"_l{layer}" + ("_reverse" if index else "") for index in range(config.num_directions)]
-            d_gates = [_gate_gradient(network.rnn, config.cell, suffix, replay,
-                                      gradient[:, index * size:(index + 1) * size])
-                       for index, (suffix, replay) in enumerate(zip(suffixes, by_layer[layer]))]  # [T, G*H] each
-            if layer == 0:
-                # ∇_x f · x = Σ_k ∂f/∂a_k (W_ih x)_k, and the replay already holds W_ih x: no
-                # product with W_ih needed for the word vectors.
-                return sum((d * _projection(replay)).sum(-1) for d, replay in zip(d_gates, by_layer[0]))  # [T]
-            # ∂f/∂(this layer's inputs), summed over directions: the layer below's outputs.
-            gradient = sum(d @ _plain(getattr(network.rnn, "weight_ih" + suffix))
-                           for d, suffix in zip(d_gates, suffixes))  # [T, H*D]
+    for layer in range(config.num_layers - 1, -1, -1):
+        suffixes = [f"_l{layer}" + ("_reverse" if index else "") for index in range(config.num_directions)]
+        d_gates = []  # [T, G*H] per direction
+        for index, (suffix, replay) in enumerate(zip(suffixes, by_layer[layer])):
+            d_gates.append((yield from _gate_gradient(network.rnn, config.cell, suffix, replay,
+                                                      gradient[:, index * size:(index + 1) * size], steps_per_slice)))
+        if layer == 0:
+            # ∇_x f · x = Σ_k ∂f/∂a_k (W_ih x)_k, and the replay already holds W_ih x: no
+            # product with W_ih needed for the word vectors.
+            return sum((d * _projection(replay)).sum(-1) for d, replay in zip(d_gates, by_layer[0]))  # [T]
+        # ∂f/∂(this layer's inputs), summed over directions: the layer below's outputs.
+        gradient = sum(d @ _plain(getattr(network.rnn, "weight_ih" + suffix))
+                       for d, suffix in zip(d_gates, suffixes))  # [T, H*D]
     raise AssertionError("unreachable: layer 0 returns")
 
 
@@ -146,21 +156,35 @@ def _projection(replay: CellReplay) -> Tensor:
     return _plain(replay.input_projection)  # [T, G*H]
 
 
-def _gate_gradient(rnn: torch.nn.RNNBase, cell: str, suffix: str, replay: CellReplay, d_hidden: Tensor) -> Tensor:
+def _gate_gradient(rnn: torch.nn.RNNBase, cell: str, suffix: str, replay: CellReplay, d_hidden: Tensor,
+                   steps_per_slice: int | None) -> Slices[Tensor]:
     """∂f/∂(W_ih x_t + b_ih) [T, G*H] of one layer and direction, the gates in PyTorch's order,
-    given ∂f/∂h_t from above [T, H] (not through h_{t+1})."""
+    given ∂f/∂h_t from above [T, H] (not through h_{t+1}); a slice ends every `steps_per_slice` steps."""
     w_hh = _recurrent_transposed(rnn, "weight_hh" + suffix)  # [H, G*H]
     hidden = _plain(replay.hidden)  # [T, H]
     steps = hidden.shape[0]
     # The backward pass walks the reading order in reverse: a forward direction from the last
     # token down, a backward direction from the first token up.
     order = range(steps - 1, -1, -1) if replay.direction == DIRECTIONS[0] else range(steps)
+    cut = _SliceEnds(steps_per_slice)
     if cell == "rnn":
-        return _elman_backward(hidden, w_hh, d_hidden, order)  # [T, H]
+        return (yield from _elman_backward(hidden, w_hh, d_hidden, order, cut))  # [T, H]
     elif cell == "gru":
         before = _plain(replay.previous(replay.hidden))  # [T, H] h' in reading order
-        return _gru_backward(replay, hidden, before, w_hh, d_hidden, order)  # [T, 3H]
-    return _lstm_backward(replay, w_hh, d_hidden, order)  # [T, 4H]
+        return (yield from _gru_backward(replay, hidden, before, w_hh, d_hidden, order, cut))  # [T, 3H]
+    return (yield from _lstm_backward(replay, w_hh, d_hidden, order, cut))  # [T, 4H]
+
+
+class _SliceEnds:
+    """Counts the steps of a backward walk; `due()` says when a slice should end (every `steps`)."""
+
+    def __init__(self, steps: int | None) -> None:
+        self._steps = steps
+        self._count = 0
+
+    def due(self) -> bool:
+        self._count += 1
+        return self._steps is not None and self._count % self._steps == 0
 
 
 def _recurrent_transposed(rnn: torch.nn.RNNBase, name: str) -> Tensor:
@@ -174,7 +198,7 @@ def _recurrent_transposed(rnn: torch.nn.RNNBase, name: str) -> Tensor:
     return cached[1]
 
 
-def _elman_backward(hidden: Tensor, w_hh: Tensor, d_hidden: Tensor, order: range) -> Tensor:
+def _elman_backward(hidden: Tensor, w_hh: Tensor, d_hidden: Tensor, order: range, cut: _SliceEnds) -> Slices[Tensor]:
     """∂f/∂a_t [T, H] for h_t = tanh(a_t); w_hh is W_hh.T [H, H]."""
     slope = (1.0 - hidden * hidden).unbind(0)  # T × [H] tanh'
     above = d_hidden.unbind(0)  # T × [H]; unbound once, since indexing a tensor per step costs an op
@@ -184,11 +208,13 @@ def _elman_backward(hidden: Tensor, w_hh: Tensor, d_hidden: Tensor, order: range
     for t in order:
         rows[t] = (above[t] + carry) * slope[t]
         carry = torch.mv(recurrent, rows[t])  # [H]
+        if cut.due():
+            yield
     return torch.stack(rows)
 
 
 def _gru_backward(replay: CellReplay, hidden: Tensor, before: Tensor, w_hh: Tensor,
-                  d_hidden: Tensor, order: range) -> Tensor:
+                  d_hidden: Tensor, order: range, cut: _SliceEnds) -> Slices[Tensor]:
     """∂f/∂(W_ih x_t + b_ih) [T, 3H] in gate order r, z, n; w_hh is W_hh.T [H, 3H]."""
     steps, size = hidden.shape
     reset = _plain(replay.gates["reset"])  # [T, H]
@@ -215,10 +241,12 @@ def _gru_backward(replay: CellReplay, hidden: Tensor, before: Tensor, w_hh: Tens
         d_h = torch.addmv(torch.addcmul(above[t], d_h, keep[later]), w_hh,
                           (recurrent_factor[later] * d_h).view(-1))  # [H]
         rows[t] = d_h
+        if cut.due():
+            yield
     return (input_factor * torch.stack(rows).unsqueeze(1)).view(steps, 3 * size)
 
 
-def _lstm_backward(replay: CellReplay, w_hh: Tensor, d_hidden: Tensor, order: range) -> Tensor:
+def _lstm_backward(replay: CellReplay, w_hh: Tensor, d_hidden: Tensor, order: range, cut: _SliceEnds) -> Slices[Tensor]:
     """∂f/∂(gate pre-activations) [T, 4H] in gate order i, f, g, o; w_hh is W_hh.T [H, 4H]."""
     gate_in = _plain(replay.gates["input"])  # [T, H]
     forget = _plain(replay.gates["forget"])
@@ -246,4 +274,6 @@ def _lstm_backward(replay: CellReplay, w_hh: Tensor, d_hidden: Tensor, order: ra
         rows[t] = factor[t] * torch.stack((d_c, d_c, d_c, d_h))  # [4, H]
         carry_h = torch.mv(recurrent, rows[t].view(-1))  # [H]
         carry_c = d_c * keep[t]
+        if cut.due():
+            yield
     return torch.stack(rows).view(steps, 4 * size)

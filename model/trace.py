@@ -9,18 +9,21 @@ import torch
 from torch import Tensor
 
 from .attribution import (
-    MemorySummary, integrated_gradients, memory_profile, occlusion, summarise_memory,
+    UNSLICED, MemorySummary, Slices, gauss_legendre, integrated_gradients_slices, memory_profile_slices,
+    occlusion_slices, run_slices, summarise_memory, walk_steps_per_slice,
 )
 from .cell_replay import DIRECTIONS, GATES, CellReplay, replay_cells
 from .checkpoint import LoadedModel
-from .inference import EncodedText, PredictionResult, positive_index, to_prediction
-from .replay_backward import replayed_gradient_x_input
+from .config import ModelConfig
+from .inference import EncodedText, PredictionResult, encode_texts, positive_index, to_prediction
+from .replay_backward import replayed_gradient_x_input_slices
 from .subwords import subword_array
 
 __all__ = [
     "ATTRIBUTION_METHODS", "DEFAULT_INTEGRATED_GRADIENTS_STEPS", "MAX_INTEGRATED_GRADIENTS_STEPS",
-    "TraceOptions", "StepStates", "CellStep", "TraceStep", "Attribution", "MemorySummary", "TraceResult",
-    "trace_text",
+    "MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS", "MAX_MEMORY_PROFILE_UNIT_TOKENS", "MAX_OCCLUSION_TOKENS",
+    "TRACE_SLICE_MACS", "TraceOptions", "StepStates", "CellStep", "TraceStep", "Attribution", "MemorySummary",
+    "TraceResult", "memory_profile_units", "trace_text", "trace_slices", "warm_up_trace",
 ]
 
 ATTRIBUTION_METHODS = ("prefix", "gradient_x_input", "integrated_gradients", "occlusion")
@@ -28,8 +31,26 @@ ATTRIBUTION_METHODS = ("prefix", "gradient_x_input", "integrated_gradients", "oc
 # difference for every sentence (median ~5e-7); a plain RNN's path can cross near-jumps where
 # no node count helps, hence the reported gap (bench-trace measures both). One backward pass.
 DEFAULT_INTEGRATED_GRADIENTS_STEPS = 32
-# A bound on one request's work: 256 × 128 tokens is one large batch, not a denial of service.
+# The most quadrature points a request may ask for, at any length (see the token × steps bound).
 MAX_INTEGRATED_GRADIENTS_STEPS = 256
+
+# Bounds on one trace's work, which the server enforces (docs/reliability.md). Each lets every
+# SST-2 sentence (all under 64 tokens) have the option, and the cheaper options the whole
+# 128-token max_tokens: the heaviest allowed trace is a useful one, and costs about two seconds
+# of one core for the shipped 256-unit models (bench/trace_isolation.py), where without them one
+# trace could cost 10-12 s.
+# Integrated gradients run tokens × steps recurrent steps forward and back: the default 32 steps
+# up to 256 tokens, 64 steps at 128 tokens, 128 at 64, 256 at 32 tokens.
+MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS = 8192
+# The memory profile differentiates one row per hidden unit traced (every layer's with
+# all_layers, both directions'), each the whole text: units × tokens. One 256-unit layer: 64 tokens.
+MAX_MEMORY_PROFILE_UNIT_TOKENS = 16384
+# Occlusion runs T texts of T − 1 tokens: quadratic in T; 128 tokens is 16,256 token-steps forward.
+MAX_OCCLUSION_TOKENS = 128
+# Multiply-accumulates of recurrence per slice of a trace: the server runs one slice at a time on
+# the model's thread, so a Predict batch waits at most one slice behind a trace. Measured with
+# bench/trace_isolation.py (largest slice, Predict p99 with and without a looping trace).
+TRACE_SLICE_MACS = 48_000_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,11 @@ class TraceOptions:
             raise ValueError(f"integrated_gradients_steps must be in [1, {MAX_INTEGRATED_GRADIENTS_STEPS}], "
                              f"got {self.integrated_gradients_steps}")
         return self
+
+
+def memory_profile_units(config: ModelConfig, all_layers: bool) -> int:
+    """Hidden units whose gradient the memory profile takes: one row of its work each."""
+    return (config.num_layers if all_layers else 1) * config.num_directions * config.hidden_size
 
 
 @dataclass(frozen=True)
@@ -131,6 +157,18 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
     prefixes' pooling and classifier, the cell replay and the attributions then run on the
     given states instead of states torch computes; the last step is states.probabilities.
     """
+    return run_slices(trace_slices(loaded, encoded, options, states))
+
+
+def trace_slices(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions | None = None,
+                 states: StepStates | None = None, slice_macs: int = UNSLICED) -> Slices[TraceResult]:
+    """trace_text as slices of work, for a caller that runs other work between them or stops
+    early: the prefix pass and the cell replay one slice each, gradient × input's backward walk
+    a few steps a slice, the memory profile, occlusion and integrated gradients in slices of at
+    most `slice_macs` recurrent multiply-accumulates (attribution.slice_shape). The same maths
+    as in one go (a test holds every field to it); nothing here holds a thread-wide torch mode
+    across a slice's end.
+    """
     options = (options or TraceOptions()).validate()
     count = len(encoded.ids)
     if count == 0:
@@ -162,6 +200,7 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
         # Both norms in one conversion: per-element tolist()/float() calls cost more than the maths.
         hidden_norms, change_norms = torch.linalg.vector_norm(
             torch.stack([hidden, hidden - before]), dim=-1).tolist()  # [T] each
+    yield
 
     probability_rows = probabilities.tolist()  # [T][C]
     baseline_row = tuple(baseline.tolist())  # [C]
@@ -172,7 +211,10 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
     # All layers: gradient × input reuses them.
     every_replay = replay_cells(network, ids, top_outputs, states.layers if states is not None else None, subwords)
     replays = [r for r in every_replay if r.layer in layers]
-    memory = memory_profile(network, ids, layers, subwords) if options.memory else None
+    yield
+    memory = None
+    if options.memory:
+        memory = yield from memory_profile_slices(network, ids, layers, subwords, slice_macs)
     cells = [_cell_steps(replay, network.config.cell, memory) for replay in replays]  # [cell][T]
     top_memory = None
     if memory is not None:
@@ -199,17 +241,29 @@ def trace_text(loaded: LoadedModel, encoded: EncodedText, options: TraceOptions 
             cells=[per_token[t] for per_token in cells],
         ))
         previous = current[positive]
+    attributions = []
+    for method in dict.fromkeys(options.attributions):  # each method once, first order kept
+        attributions.append((yield from _attribution(method, loaded, ids, subwords, target, probabilities, baseline,
+                                                     options, every_replay, slice_macs)))
     return TraceResult(
         prediction=prediction,
         steps=steps,
         baseline=baseline_row,
         attention=attention,
-        attributions=[
-            _attribution(method, loaded, ids, subwords, target, probabilities, baseline, options, every_replay)
-            for method in dict.fromkeys(options.attributions)  # each method once, first order kept
-        ],
+        attributions=attributions,
         memory=summarise_memory(top_memory) if top_memory is not None else None,
     )
+
+
+def warm_up_trace(loaded: LoadedModel) -> None:
+    """One small trace with every option, at load time (blocking: call it from a thread): the
+    first backward pass in a process pays about half a second of torch's one-off set-up, which
+    would otherwise fall into one slice of the first caller's trace and hold Predict behind it."""
+    (encoded,) = encode_texts(["a warm-up sentence ."], loaded.vocab, loaded.config.max_tokens)
+    for steps in (DEFAULT_INTEGRATED_GRADIENTS_STEPS, 64, 128, MAX_INTEGRATED_GRADIENTS_STEPS):
+        gauss_legendre(steps)  # the step counts callers ask for most, solved once here
+    trace_text(loaded, encoded, TraceOptions(attributions=ATTRIBUTION_METHODS, integrated_gradients_steps=2,
+                                             memory=True, all_layers=True, hidden_states=False))
 
 
 def _checked(states: StepStates, config, steps: int) -> list[Tensor]:
@@ -255,7 +309,8 @@ def _text_subword_ids(encoded: EncodedText, buckets: int, device: torch.device) 
 
 def _attribution(method: str, loaded: LoadedModel, ids: torch.Tensor, subwords: Tensor | None, target: int,
                  probabilities: torch.Tensor, baseline: torch.Tensor, options: TraceOptions,
-                 replays: list[CellReplay]) -> Attribution:
+                 replays: list[CellReplay], slice_macs: int) -> Slices[Attribution]:
+    """One attribution; the methods that run the recurrence again end a slice or several."""
     label = loaded.config.labels[target]
     network = loaded.network
     if method == "prefix":
@@ -263,11 +318,14 @@ def _attribution(method: str, loaded: LoadedModel, ids: torch.Tensor, subwords: 
         return Attribution(method, (answers[1:] - answers[:-1]).tolist(), label)
     if method == "gradient_x_input":
         # On CPU a hand-written backward through the gates replayed above (autograd elsewhere).
-        scores = replayed_gradient_x_input(network, ids, target, replays, subwords)
+        scores = yield from replayed_gradient_x_input_slices(network, ids, target, replays, subwords,
+                                                             walk_steps_per_slice(network, slice_macs))
+        yield
         return Attribution(method, scores.cpu().tolist(), label)
     if method == "occlusion":
-        return Attribution(method, occlusion(network, ids, target, subwords).cpu().tolist(), label)
+        scores = yield from occlusion_slices(network, ids, target, subwords, slice_macs)
+        return Attribution(method, scores.cpu().tolist(), label)
     steps = options.integrated_gradients_steps
-    result = integrated_gradients(network, ids, target, steps, subwords)
+    result = yield from integrated_gradients_slices(network, ids, target, steps, subwords, slice_macs)
     return Attribution(method, result.scores.cpu().tolist(), label, steps=steps,
                        logit_difference=result.logit_difference, completeness_gap=result.completeness_gap)

@@ -48,15 +48,15 @@ class TrainConfig:
     bidirectional: bool = False
     pooling: str = "last"
     # Hashed character n-gram rows (model/subwords.py); 0 = word vectors only. 10,000 gained
-    # 1.5 dev points over seeds 1-3 (README, Models) at 2.56 M parameters.
+    # 1.5 dev points over seeds 1-3 (docs/models.md) at 2.56 M parameters.
     subword_buckets: int = 10000
     # Random-init embeddings over 67k short phrases overfit within 2 epochs. 0.5 before adversarial
-    # training took over part of the regularising; with it, 0.4 (README, Models).
+    # training took over part of the regularising; with it, 0.4 (docs/models.md).
     dropout: float = 0.4
     max_tokens: int = 128
     # The cosine decay ends with the last epoch. Without adversarial training SST-2 GRUs peak within
     # 2 epochs of the phrase data and a third did not help; with it they peak later, and 3 epochs
-    # gained 0.67 dev points over 2 (seeds 1-5, README, Models).
+    # gained 0.67 dev points over 2 (seeds 1-5, docs/models.md).
     epochs: int = 3
     batch_size: int = 64
     lr: float = 2e-3

@@ -4,7 +4,7 @@ A worker is an event loop thread, a model thread and gRPC's poller threads, whic
 request to each other. Left to the scheduler, they migrate between cores and meet cold caches;
 pinned, a worker's threads share one core's caches and the workers never contend for a core.
 But a pinned worker cannot move away from another busy process on its core. Measured with
-`--workers 2` on 2 cores (h2load on the same machine, alternating rounds, README "Performance"):
+`--workers 2` on 2 cores (h2load on the same machine, alternating rounds, docs/performance.md):
 +2-12% req/s with h2load alone beside it; with h2load also writing its per-request log (the
 benchmark's setting) -4 to +1% at concurrency 32 and +9% at 128 at first, +4 to +12% at every
 concurrency once the per-request Python shrank (metric buffer, length runs), but for one +1.5%.

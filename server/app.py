@@ -2,6 +2,8 @@
 
 The port opens first with health NOT_SERVING (so probes and balancers can see the process is
 alive but not ready); health turns SERVING only once every model is loaded and warmed up.
+Signals follow one state machine in every phase (lifecycle.py). The drain loses nothing a
+client would not retry: see `RunningServer.drain`.
 """
 
 from __future__ import annotations
@@ -9,24 +11,34 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import signal
+import os
+import threading
+import time
 from dataclasses import dataclass
+from typing import Callable, Collection, TypeVar
 
 import torch
 from grpc import aio
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from prometheus_client import start_http_server
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from rnn_sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 
+from .admission import AdmissionLimit, core_backlog_options
 from .affinity import pin_from_environment
+from .auth import auth_interceptors
 from .config import ServerConfig
+from .connections import grpc_server_options
+from .health_service import DrainingHealthServicer
 from .instrumentation import MetricsInterceptor
+from .lifecycle import Lifecycle
 from .metrics import ServerMetrics
+from .metrics_http import MetricsEndpoint, start_metrics_endpoint
 from .reloader import ModelReloader
 from .repository import ModelRepository
 from .servicer import SentimentServicer, ServingState
+from .tls import add_grpc_port, tls_files
 from .validation import RequestLimits
 
 log = logging.getLogger("rnn_sentiment.server")
@@ -35,6 +47,18 @@ SERVICE_NAME = sentiment_pb2.DESCRIPTOR.services_by_name["SentimentService"].ful
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # The overall server health ("") and our service's health move together.
 HEALTH_NAMES = ("", SERVICE_NAME)
+
+# The drain ends its UNAVAILABLE window once no call has been refused for this long: nobody is
+# sending any more, so closing the port cancels nothing.
+DRAIN_QUIET_SECONDS = 0.2
+# Then refusals are parked until none has come for this long (every caller that waits on its
+# previous call is holding a parked one), at most PARK_SECONDS. Generous: on a busy machine the
+# loop can take tens of milliseconds to pick up the next call that gRPC has already received.
+PARK_QUIET_SECONDS = 0.25
+PARK_SECONDS = 2.0
+QUIET_TURNS = 5
+
+T = TypeVar("T")
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -51,14 +75,15 @@ class RunningServer:
     server: aio.Server
     port: int
     metrics_port: int | None
-    health: health.aio.HealthServicer
+    health: DrainingHealthServicer
     state: ServingState
     metrics: ServerMetrics
     metrics_flusher: asyncio.Task  # writes the buffered metric updates every FLUSH_SECONDS
+    metrics_endpoint: MetricsEndpoint | None = None
 
     async def load_models(self) -> ModelRepository:
         """Load and warm every model off the event loop, then turn SERVING."""
-        repository = await asyncio.to_thread(ModelRepository.load, self.config, self.metrics)
+        repository = await _in_daemon_thread(ModelRepository.load, self.config, self.metrics)
         # Models, vocabularies and modules live as long as the process: move them out of the
         # garbage collector's way so its passes stay short while serving (py-spy: ~5% of samples).
         gc.freeze()
@@ -68,20 +93,66 @@ class RunningServer:
         self.metrics.ready.set(1)
         return repository
 
-    async def drain(self) -> None:
-        """NOT_SERVING first (so balancers move away), then let in-flight calls finish."""
+    async def drain(self, abandon: Collection[asyncio.Future] = ()) -> None:
+        """Stop so that no caller sees a status it would not retry.
+
+        1. NOT_SERVING (health watchers are told, then their streams end) and every new call
+           UNAVAILABLE with RetryInfo; the tasks in `abandon` (a reload, polling) are cancelled.
+        2. Keep the port open answering UNAVAILABLE until no call has come for
+           DRAIN_QUIET_SECONDS, at most `drain_seconds`: balancers and clients move away.
+        3. Park new calls (held, unanswered) until none has come for PARK_QUIET_SECONDS. gRPC's
+           shutdown cancels every call it has received but not yet handed to a handler
+           (CANCELLED, which retry policies do not retry); a caller waiting on a parked call
+           sends nothing that could be caught so.
+        4. Shut down (GOAWAY: the clients' next calls go elsewhere), then answer the parked
+           calls UNAVAILABLE; calls already accepted finish within `grace_seconds`.
+        """
         self.state.draining = True
         self.metrics.ready.set(0)
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        await self.server.stop(self.config.grace_seconds)
+        await self.health.drain()
+        for task in abandon:
+            task.cancel()
+        await asyncio.gather(*abandon, return_exceptions=True)
+        started = time.monotonic()
+        refused_before = self.state.refused
+        await self._wait_until_quiet(DRAIN_QUIET_SECONDS, self.config.drain_seconds)
+        parked = self.state.refused
+        self.state.park_refusals()
+        await self._wait_until_quiet(PARK_QUIET_SECONDS, PARK_SECONDS)
+        parked = self.state.refused - parked
+        stopping = asyncio.ensure_future(self.server.stop(self.config.grace_seconds))
+        await asyncio.sleep(0)  # the shutdown has begun: no call is accepted after this one
+        self.state.release_refusals()
+        await stopping
+        log.info("drained", extra={"fields": {
+            "refused": self.state.refused - refused_before, "parked": parked,
+            "seconds": round(time.monotonic() - started, 2),
+        }})
         if self.state.repository is not None:
             await self.state.repository.close()
         await self.stop_metrics()
+
+    async def _wait_until_quiet(self, quiet: float, at_most: float) -> None:
+        """Until no call has been refused for `quiet` seconds and QUIET_TURNS turns of the event
+        loop, or `at_most` seconds. The turns matter on a starved machine: calls gRPC has received
+        reach a handler only when the loop runs, so wall time alone could pass with calls waiting."""
+        deadline = time.monotonic() + at_most
+        since = time.monotonic()
+        turns, refused = 0, self.state.refused
+        while (now := time.monotonic()) < deadline:
+            if self.state.refused != refused:
+                turns, refused = 0, self.state.refused
+            if turns >= QUIET_TURNS and now - max(self.state.last_refused, since) >= quiet:
+                return
+            await asyncio.sleep(min(quiet / QUIET_TURNS, deadline - now))
+            turns += 1
 
     async def stop_metrics(self) -> None:
         """End the periodic flush, which flushes once more: the last calls' updates are written."""
         self.metrics_flusher.cancel()
         await asyncio.gather(self.metrics_flusher, return_exceptions=True)
+        if self.metrics_endpoint is not None:
+            await self.metrics_endpoint.close()
 
     async def _set_health(self, status: int) -> None:
         for name in HEALTH_NAMES:
@@ -92,46 +163,66 @@ async def bind_server(config: ServerConfig) -> RunningServer:
     """Start gRPC (health NOT_SERVING, every call UNAVAILABLE) and the metrics endpoint."""
     metrics = ServerMetrics.create()
     state = ServingState()
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = DrainingHealthServicer()
     for name in HEALTH_NAMES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
 
-    server = aio.server(interceptors=[MetricsInterceptor(metrics)])
+    # The auth check runs inside what the metrics interceptor wraps, so refusals are counted.
+    # Admission sits in the metrics interceptor (server/admission.py): refusals are counted too.
+    admission = AdmissionLimit(config.max_concurrent_rpcs) if config.max_concurrent_rpcs else None
+    server = aio.server(options=grpc_server_options(config) + core_backlog_options(config.max_pending_rpcs),
+                        interceptors=[
+        MetricsInterceptor(metrics, admission), *auth_interceptors(config.auth_tokens, config.auth_token_file),
+    ])
     limits = RequestLimits(config.max_texts_per_request, config.max_text_chars)
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(SentimentServicer(state, limits), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    if config.reflection:
+    if config.resolved_reflection:
         reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(config.address)
+    port = add_grpc_port(server, config.address, tls_files(config.tls_cert, config.tls_key, config.tls_client_ca))
+    log.info("gRPC security", extra={"fields": {
+        "tls": "mutual" if config.tls_client_ca else "on" if config.tls_enabled else "off",
+        "bearer_tokens": "on" if config.auth_enabled else "off", "reflection": config.resolved_reflection,
+    }})
 
-    metrics_port = None
+    metrics_endpoint = None
     if config.metrics_address:
-        host, requested = split_address(config.metrics_address)
-        http_server, _ = start_http_server(requested, addr=host, registry=metrics.registry)
-        metrics_port = http_server.server_port
+        # On this event loop, not a thread per connection (server/metrics_http.py).
+        metrics_endpoint = await start_metrics_endpoint(
+            split_address(config.metrics_address), lambda: generate_latest(metrics.registry), CONTENT_TYPE_LATEST
+        )
     await server.start()
     flusher = asyncio.ensure_future(metrics.buffer.flush_every())
-    return RunningServer(config, server, port, metrics_port, health_servicer, state, metrics, flusher)
+    return RunningServer(config, server, port, metrics_endpoint.port if metrics_endpoint else None, health_servicer,
+                         state, metrics, flusher, metrics_endpoint)
 
 
 async def serve(config: ServerConfig) -> int:
-    """Serve until SIGTERM/SIGINT, then drain and return the exit code (0)."""
-    cpu = pin_from_environment()  # a worker of `--workers N`: before the model's threads start
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Serve until SIGTERM/SIGINT, then drain and return the exit code (0; 1 if models fail to load)."""
+    lifecycle = Lifecycle("server")
+    # Before anything else: from here on no signal takes its default action (SIGHUP's is death).
+    lifecycle.install(asyncio.get_running_loop())
+    try:
+        return await _serve(config, lifecycle)
+    finally:
+        lifecycle.stopped()
 
+
+async def _serve(config: ServerConfig, lifecycle: Lifecycle) -> int:
+    cpu = pin_from_environment()  # a worker of `--workers N`: before the model's threads start
     running = await bind_server(config)
     host, _ = split_address(config.address)
     log.info("listening, loading models", extra={"fields": {"grpc_address": f"{host}:{running.port}"}})
     loading = asyncio.ensure_future(running.load_models())
-    await asyncio.wait((loading, asyncio.ensure_future(stop.wait())), return_when=asyncio.FIRST_COMPLETED)
+    drain_requested = asyncio.ensure_future(lifecycle.drain_requested.wait())
+    await asyncio.wait((loading, drain_requested), return_when=asyncio.FIRST_COMPLETED)
+    background: set[asyncio.Future] = set()
     if loading.done():
         try:
             repository = loading.result()
         except Exception:
             log.exception("could not load the models; exiting")
+            drain_requested.cancel()
             await running.server.stop(0)
             await running.stop_metrics()
             return 1
@@ -153,23 +244,58 @@ async def serve(config: ServerConfig) -> int:
             }},
         )
         reloader = ModelReloader(repository, running.metrics, config.resolved_model_dir)
-        background: set[asyncio.Task] = set()
 
         def reload_now() -> None:
             task = asyncio.ensure_future(reloader.reload_all("SIGHUP"))
             background.add(task)
             task.add_done_callback(background.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, reload_now)
-        watcher = asyncio.ensure_future(reloader.watch(config.model_poll_seconds)) if config.model_poll_seconds else None
-        await stop.wait()
-        if watcher is not None:
-            watcher.cancel()
-        loop.remove_signal_handler(signal.SIGHUP)
-        await asyncio.gather(*background, return_exceptions=True)
+        lifecycle.serving(on_hangup=reload_now)
+        if config.model_poll_seconds:
+            background.add(asyncio.ensure_future(reloader.watch(config.model_poll_seconds)))
+        await drain_requested
     else:
-        loading.cancel()
-    log.info("draining", extra={"fields": {"grace_seconds": config.grace_seconds}})
-    await running.drain()
+        loading.cancel()  # the loading thread runs on (nothing can stop it inside torch): see below
+    log.info("draining", extra={"fields": {
+        "drain_seconds": config.drain_seconds, "grace_seconds": config.grace_seconds,
+    }})
+    # A running reload is abandoned, not awaited: the drain starts now, whatever it was loading.
+    await running.drain(abandon=tuple(background))
     log.info("stopped")
+    if not loading.done() or loading.cancelled():
+        # The abandoned loading thread is still inside torch or ONNX Runtime: waiting for it could
+        # take as long as the loading, and finalizing the interpreter under it aborts the process
+        # (C++ `terminate`). The drain is complete and metric files are written as they change,
+        # so only the log is left to flush.
+        logging.shutdown()
+        os._exit(0)
     return 0
+
+
+async def _in_daemon_thread(function: Callable[..., T], *args: object) -> T:
+    """`function(*args)` on a daemon thread of its own. Unlike asyncio.to_thread's executor,
+    whose threads the interpreter joins at exit, an abandoned call (SIGTERM while models load)
+    does not keep the process alive until it returns."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.cancelled():
+            return
+        if error is None:
+            future.set_result(result)  # type: ignore[arg-type]
+        else:
+            future.set_exception(error)
+
+    def work() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (function(*args), None)
+        except BaseException as error:
+            outcome = (None, error)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:
+            pass  # the loop has closed: the caller is gone
+
+    threading.Thread(target=work, name=getattr(function, "__name__", "work"), daemon=True).start()
+    return await future

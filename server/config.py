@@ -1,18 +1,20 @@
 """ServerConfig: every server knob, from defaults, `RNN_SENTIMENT_*` variables and flags.
 
 Precedence is flag > environment variable > default. Each field's metadata holds its help
-text, which feeds both `--help` and the README table (`rnn-sentiment serve --print-config-table`).
+text, which feeds both `--help` and the configuration table in docs/configuration.md (`rnn-sentiment serve --print-config-table`).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 from .event_loop import EVENT_LOOPS
+from .tls import tls_problems
 
 ENV_PREFIX = "RNN_SENTIMENT_"
 DEVICES = ("auto", "cpu", "cuda")
@@ -22,13 +24,50 @@ LOG_FORMATS = ("text", "json")
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
+@dataclass(frozen=True)
+class NumericRange:
+    """The values a numeric knob accepts (inclusive), and what its special value means."""
+
+    lowest: float
+    highest: float
+    note: str = ""
+
+
+# Every int and float knob's range, checked at start by validate(). The upper bounds catch unit
+# slips (seconds typed into a *_ms knob) and absurd sizes; NaN and inf are refused for every float
+# knob, in this table or not (`--max-batch-delay-ms inf` made every Predict wait out its deadline).
+NUMERIC_RANGES: dict[str, NumericRange] = {
+    "model_poll_seconds": NumericRange(0, 86_400, "0 = no polling"),
+    "onnx_max_batch": NumericRange(0, 4_096, "0 = torch for every batch"),
+    "max_texts_per_request": NumericRange(1, 100_000),
+    "max_text_chars": NumericRange(1, 10_000_000),
+    "max_batch_size": NumericRange(1, 65_536),
+    "max_batch_delay_ms": NumericRange(0, 10_000),
+    "busy_batch_delay_ms": NumericRange(0, 10_000),
+    "max_queue_texts": NumericRange(1, 10_000_000),
+    "max_concurrent_rpcs": NumericRange(0, 1_000_000, "0 = no limit"),
+    "max_pending_rpcs": NumericRange(1, 1_000_000),
+    "workers": NumericRange(0, 1_024, "0 = one per core"),
+    "torch_threads": NumericRange(0, 1_024, "0 = 1"),
+    "grace_seconds": NumericRange(0, 3_600),
+    "drain_seconds": NumericRange(0, 3_600),
+    "max_connection_age_seconds": NumericRange(0, 30 * 86_400, "0 = never"),
+    "max_connection_age_grace_seconds": NumericRange(0, 86_400),
+    "keepalive_seconds": NumericRange(0, 86_400, "0 = off"),
+    "restart_backoff_seconds": NumericRange(0, 3_600),
+    "restart_backoff_max_seconds": NumericRange(0, 86_400),
+    "restart_healthy_seconds": NumericRange(0, 86_400),
+}
+
+
 def default_model_dir() -> Path:
     """The model repository shipped inside the package: one checkpoint per subdirectory."""
     return Path(__file__).resolve().parent.parent / "model" / "checkpoints"
 
 
-def _knob(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
+def _knob(default: Any, help_text: str, env_only: bool = False) -> Any:
+    # env_only: a secret, so no flag (a flag's value shows in `ps`) and never in the repr.
+    return field(default=default, repr=not env_only, metadata={"help": help_text, "env_only": env_only})
 
 
 @dataclass(frozen=True)
@@ -68,13 +107,21 @@ class ServerConfig:
         "before the next pass; a lone text after a lone text never waits (0: off)"
     )
     max_queue_texts: int = _knob(2048, "Texts waiting for the model before RESOURCE_EXHAUSTED")
+    max_concurrent_rpcs: int = _knob(
+        256, "Calls in progress per worker (health checks aside) beyond which a call is refused at once with "
+        "RESOURCE_EXHAUSTED and RetryInfo, counted in grpc_server_handled_total (0: no limit; see docs/reliability.md)"
+    )
+    max_pending_rpcs: int = _knob(
+        20_000, "Calls gRPC core may hold before the server picks them up; beyond it gRPC itself refuses calls as "
+        "CANCELLED, uncounted (gRPC's default, 1,000, did so in a burst; see docs/reliability.md)"
+    )
     workers: int = _knob(
         0, "Server processes sharing the gRPC port (SO_REUSEPORT), metrics aggregated (0: one per core; 1 if port is 0)"
     )
     pin_workers: bool = _knob(
         False, "With more than one worker, pin each (all its threads) to a CPU of its own when there are enough "
         "CPUs: +4-12% req/s on 2 cores beside the load generator; a pinned worker cannot move away from a busy "
-        "neighbour, so use it where the workers have the cores to themselves (see README)"
+        "neighbour, so use it where the workers have the cores to themselves (see docs/performance.md)"
     )
     torch_threads: int = _knob(
         0, "Torch intra-op threads per worker (0: 1, measured best: the event loop needs the other cores)"
@@ -82,8 +129,43 @@ class ServerConfig:
     event_loop: str = _knob(
         "auto", "asyncio event loop: auto (uvloop when installed, 5-8% more req/s measured), uvloop or asyncio"
     )
-    reflection: bool = _knob(True, "Serve gRPC server reflection (for grpcurl and friends)")
+    reflection: bool | None = _knob(
+        None, "Serve gRPC server reflection (for grpcurl and friends); unset: on, but off when bearer-token auth "
+        "is on (then --reflection turns it on, for callers with a token)"
+    )
+    tls_cert: str = _knob("", "PEM certificate chain: serve gRPC over TLS (with --tls-key; re-read when the file "
+                          "changes, no restart); empty: plaintext")
+    tls_key: str = _knob("", "PEM private key (unencrypted) of --tls-cert")
+    tls_client_ca: str = _knob("", "PEM CA bundle: mutual TLS, every client must present a certificate it signed "
+                               "(needs --tls-cert)")
+    auth_token_file: str = _knob("", "Bearer-token auth: a file of valid tokens, one per line (several for rotation; "
+                                 "re-read when it changes); health stays open")
+    auth_tokens: str = _knob("", "Bearer-token auth: valid tokens, comma-separated (environment only, never a flag)",
+                             env_only=True)
     grace_seconds: float = _knob(10.0, "On SIGTERM/SIGINT, how long in-flight calls may finish")
+    drain_seconds: float = _knob(
+        5.0, "On SIGTERM/SIGINT, health turns NOT_SERVING and new calls get UNAVAILABLE (retryable) for up to "
+        "this long before the port closes, so balancers and clients move away; ends early once no call has "
+        "come for 0.2 s"
+    )
+    max_connection_age_seconds: float = _knob(
+        30.0, "Close each client connection gracefully (GOAWAY) after about this long, so clients reconnect "
+        "and spread over workers and replicas, restarted ones included (0: never)"
+    )
+    max_connection_age_grace_seconds: float = _knob(
+        10.0, "How long calls in flight on an aged-out connection may still finish"
+    )
+    keepalive_seconds: float = _knob(
+        60.0, "Ping a client connection idle this long; drop it when the ping is not answered in 20 s (0: off)"
+    )
+    restart_backoff_seconds: float = _knob(
+        0.5, "--workers N: wait this long before restarting a crashed worker, doubling with each crash in a row"
+    )
+    restart_backoff_max_seconds: float = _knob(30.0, "--workers N: the longest wait before a restart")
+    restart_healthy_seconds: float = _knob(
+        60.0, "--workers N: a worker that ran this long since its restart counts as healthy: its next crash "
+        "waits restart_backoff_seconds again"
+    )
     log_format: str = _knob("text", "Log line format: text or json")
     log_level: str = _knob("INFO", "Log level: DEBUG, INFO, WARNING, ERROR")
 
@@ -94,31 +176,20 @@ class ServerConfig:
             problems.append(f"device={self.device!r}: use one of {', '.join(DEVICES)}")
         if self.backend not in BACKENDS:
             problems.append(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
-        if self.onnx_max_batch < 0:
-            problems.append("onnx_max_batch must be >= 0 (0 = torch for every batch)")
         if self.event_loop not in EVENT_LOOPS:
             problems.append(f"event_loop={self.event_loop!r}: use one of {', '.join(EVENT_LOOPS)}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"log_format={self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
-        if self.workers < 0:
-            problems.append(f"workers={self.workers}: must be >= 0 (0 = one per core)")
-        for name in ("max_texts_per_request", "max_text_chars", "max_batch_size", "max_queue_texts"):
-            if getattr(self, name) < 1:
-                problems.append(f"{name}={getattr(self, name)}: must be at least 1")
-        if self.max_batch_delay_ms < 0:
-            problems.append("max_batch_delay_ms must be >= 0")
-        if self.busy_batch_delay_ms < 0:
-            problems.append("busy_batch_delay_ms must be >= 0")
-        if self.torch_threads < 0:
-            problems.append("torch_threads must be >= 0 (0 = one per core)")
-        if self.model_poll_seconds < 0:
-            problems.append("model_poll_seconds must be >= 0 (0 = no polling)")
-        if self.grace_seconds < 0:
-            problems.append("grace_seconds must be >= 0")
+        problems.extend(_numeric_problems(self))
         if ":" not in self.address:
             problems.append(f"address={self.address!r}: write host:port, e.g. 127.0.0.1:50051")
         if self.metrics_address and ":" not in self.metrics_address:
             problems.append(f"metrics_address={self.metrics_address!r}: write host:port or ''")
+        problems.extend(tls_problems(self.tls_cert, self.tls_key, self.tls_client_ca))
+        if self.auth_token_file and not os.access(self.auth_token_file, os.R_OK):
+            problems.append(f"auth_token_file={self.auth_token_file!r} is not a readable file")
+        elif self.auth_enabled:
+            problems.extend(_auth_problems(self.auth_tokens, self.auth_token_file))
         if self.model_dir and not Path(self.model_dir).is_dir():
             problems.append(f"model_dir={self.model_dir!r} is not a directory")
         if problems:
@@ -126,7 +197,21 @@ class ServerConfig:
 
     def as_environment(self) -> dict[str, str]:
         """This configuration as `RNN_SENTIMENT_*` variables (how a supervisor configures workers)."""
-        return {_env_name(f.name): str(getattr(self, f.name)) for f in fields(self)}
+        # An unset tri-state (None) stays unset, so the worker resolves it the same way.
+        return {_env_name(f.name): str(getattr(self, f.name)) for f in fields(self) if getattr(self, f.name) is not None}
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.auth_tokens or self.auth_token_file)
+
+    @property
+    def resolved_reflection(self) -> bool:
+        # Reflection tells an unauthenticated caller the whole API; with auth on it is opt-in.
+        return (not self.auth_enabled) if self.reflection is None else self.reflection
+
+    @property
+    def tls_enabled(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def resolved_workers(self) -> int:
@@ -148,6 +233,37 @@ class ServerConfig:
     @property
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir else default_model_dir()
+
+
+def _auth_problems(auth_tokens: str, auth_token_file: str) -> list[str]:
+    from .auth import token_set
+
+    try:
+        tokens = token_set(auth_tokens, auth_token_file)
+    except ValueError as error:
+        return [str(error)]
+    if tokens is None or not tokens.tokens():
+        return ["bearer-token auth is on but no token is given: put tokens in auth_token_file "
+                "(one per line) or RNN_SENTIMENT_AUTH_TOKENS (comma-separated)"]
+    return []
+
+
+def _numeric_problems(config: ServerConfig) -> list[str]:
+    """Each int/float knob that is not finite or not in its NUMERIC_RANGES range, naming its flag."""
+    problems = []
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if str(f.type) not in ("int", "float") or value is None:
+            continue
+        where = f"{_flag_name(f.name)}/{_env_name(f.name)}={value!r}"
+        allowed = NUMERIC_RANGES.get(f.name)
+        span = f" from {allowed.lowest:g} to {allowed.highest:g}" if allowed else ""
+        note = f" ({allowed.note})" if allowed and allowed.note else ""
+        if not math.isfinite(value):
+            problems.append(f"{where}: must be a finite number{span}{note}")
+        elif allowed and not allowed.lowest <= value <= allowed.highest:
+            problems.append(f"{where}: must be{span}{note}")
+    return problems
 
 
 def _env_name(name: str) -> str:
@@ -173,14 +289,17 @@ def _convert(kind: type, text: str) -> Any:
     return kind(text)
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "bool | None": bool}
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one flag per ServerConfig field; unset flags fall back to env, then default."""
     for f in fields(ServerConfig):
+        if f.metadata["env_only"]:
+            continue
         kind = _TYPES[str(f.type)]
-        help_text = f"{f.metadata['help']} (env {_env_name(f.name)}, default {f.default!r})"
+        # argparse %-formats help strings: a literal % (as in "5-8% more req/s") must be doubled.
+        help_text = f"{f.metadata['help']} (env {_env_name(f.name)}, default {f.default!r})".replace("%", "%%")
         if kind is bool:
             parser.add_argument(
                 _flag_name(f.name), dest=f.name, default=None,
@@ -213,11 +332,12 @@ def config_from(args: argparse.Namespace | None = None, environ: Mapping[str, st
 
 
 def config_table_markdown() -> str:
-    """The README's configuration table, generated so it cannot drift from the code."""
+    """The configuration table of docs/configuration.md, generated so it cannot drift from the code."""
     rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for f in fields(ServerConfig):
         default = f.default if f.default is not MISSING else ""
+        flag = "(none)" if f.metadata["env_only"] else f"`{_flag_name(f.name)}`"
         rows.append(
-            f"| `{_flag_name(f.name)}` | `{_env_name(f.name)}` | `{default!r}` | {f.metadata['help']} |"
+            f"| {flag} | `{_env_name(f.name)}` | `{default!r}` | {f.metadata['help']} |"
         )
     return "\n".join(rows)

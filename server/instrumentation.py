@@ -1,28 +1,50 @@
-"""A server interceptor for every unary call: standard gRPC metrics, request ids, an access log.
+"""The front door, one interceptor for every unary call: admission, request parsing, request ids,
+standard gRPC metrics and an access log.
 
-The request id comes from the caller's `x-request-id` metadata and is echoed back in the
-response's initial metadata; without one the server makes one up for its own logs. Either way
-it is attached to every log line of the call.
+In order, for each call:
+1. The request id: the caller's `x-request-id` when it is in the safe alphabet
+   (`[A-Za-z0-9._:-]{1,128}`), echoed back; any other value is replaced by a server-made id,
+   which is echoed instead (the caller's bytes never are) and marked `request_id_replaced` in the
+   call's log lines. Without one the server makes one up for its own logs only.
+2. Admission (`AdmissionLimit`): beyond `max_concurrent_rpcs` calls in progress the call is refused
+   at once with RESOURCE_EXHAUSTED and RetryInfo (health checks are never refused).
+3. Parsing: the handler's request deserializer is replaced by a tolerant one, so malformed bytes
+   get INVALID_ARGUMENT "<method>: could not parse the request" instead of gRPC's UNKNOWN with a
+   class name and a traceback in the log; the warning is throttled.
+Refusals are counted in `grpc_server_handled_total` like every other end of a call.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import re
 import time
 import uuid
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import grpc
 from grpc import aio
 
+from .admission import UNLIMITED_SERVICES, AdmissionLimit
+from .errors import FieldViolation, ServiceError, invalid_argument
+from .log_throttle import ThrottledWarning
 from .metric_buffer import BufferedCounter
 from .metrics import ServerMetrics
 
 REQUEST_ID_KEY = "x-request-id"
 MAX_REQUEST_ID_LENGTH = 128
+SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
+# At most one line per this many seconds for each kind of refusal a caller can repeat at will.
+REFUSAL_LOG_SECONDS = 10.0
+# Failure lines per method, code and REFUSAL_LOG_SECONDS window before the rest are only counted.
+FAILURE_LINES_PER_INTERVAL = 10
+
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
+request_id_replaced: ContextVar[bool] = ContextVar("request_id_replaced", default=False)
 # Set for a call that brought no id: the log filter makes one up the first time the call logs,
 # so the many calls that never log never pay for a random id.
 _ID_WHEN_LOGGED = "\0"
@@ -30,12 +52,23 @@ _ID_WHEN_LOGGED = "\0"
 access_log = logging.getLogger("rnn_sentiment.server.access")
 
 
-def request_id_of(context: aio.ServicerContext) -> str:
-    """The caller's x-request-id (trimmed to a sane length), or "" when it sent none."""
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and value:
-            return value[:MAX_REQUEST_ID_LENGTH]
-    return ""
+@dataclass(frozen=True)
+class RequestId:
+    """The id a call's log lines carry and the response echoes ("" when nothing is echoed)."""
+
+    echoed: str
+    replaced: bool  # the caller sent a value outside the safe alphabet
+
+
+def request_id_of(metadata: Any) -> RequestId:
+    """The call's request id from its invocation metadata (see the module docstring)."""
+    for key, value in metadata or ():
+        if key != REQUEST_ID_KEY:
+            continue
+        if isinstance(value, str) and SAFE_REQUEST_ID.fullmatch(value):
+            return RequestId(value, replaced=False)
+        return RequestId(uuid.uuid4().hex, replaced=True)
+    return RequestId("", replaced=False)
 
 
 class RequestIdFilter(logging.Filter):
@@ -47,8 +80,39 @@ class RequestIdFilter(logging.Filter):
             request_id = uuid.uuid4().hex
             current_request_id.set(request_id)  # the call's later lines carry the same id
         if request_id:
-            record.fields = {**getattr(record, "fields", {}), "request_id": request_id}
+            fields = {**getattr(record, "fields", {}), "request_id": request_id}
+            if request_id_replaced.get():
+                fields["request_id_replaced"] = True
+            record.fields = fields
         return True
+
+
+class _Unparsable:
+    """What the tolerant deserializer returns for bytes that are not a valid request."""
+
+
+UNPARSABLE = _Unparsable()
+
+
+def tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """`deserializer`, returning UNPARSABLE instead of raising on malformed bytes."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:  # DecodeError, and UnicodeDecodeError for invalid UTF-8 in a string field
+            return UNPARSABLE
+
+    return parse
+
+
+def unparsable_request(method: str) -> ServiceError:
+    # No class names or parser internals: the caller learns what failed and what to do.
+    return invalid_argument([FieldViolation(
+        "request", f"{method}: could not parse the request (not a valid serialized {method}Request message)"
+    )])
 
 
 def _split_method(full_method: str) -> tuple[str, str]:
@@ -68,15 +132,23 @@ def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
 
 
 class MetricsInterceptor(aio.ServerInterceptor):
-    """Counts started/handled RPCs and times them; streaming handlers are passed through.
+    """Admits, parses, counts and times unary calls; a unary-stream call's request is parsed
+    tolerantly too; other streaming handlers are passed through.
 
     The wrapped handler and its labelled (buffered) series are built once per method, not per
     call: this sits on every request's path.
     """
 
-    def __init__(self, metrics: ServerMetrics) -> None:
+    def __init__(self, metrics: ServerMetrics, admission: AdmissionLimit | None = None) -> None:
         self._metrics = metrics
+        self._admission = admission
         self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+        self._unparsable_log = ThrottledWarning(
+            access_log, "could not parse a request (malformed protobuf)", REFUSAL_LOG_SECONDS
+        )
+        self._overload_log = ThrottledWarning(
+            access_log, "overloaded: refusing calls with RESOURCE_EXHAUSTED", REFUSAL_LOG_SECONDS
+        )
 
     async def intercept_service(
         self,
@@ -87,9 +159,14 @@ class MetricsInterceptor(aio.ServerInterceptor):
         if wrapped is not None:
             return wrapped
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
-        wrapped = self._wrap(handler, handler_call_details.method)
+        if handler.unary_unary is not None:
+            wrapped = self._wrap(handler, handler_call_details.method)
+        elif handler.unary_stream is not None:
+            wrapped = self._wrap_unary_stream(handler, handler_call_details.method)
+        else:
+            return handler
         self._wrapped[handler_call_details.method] = wrapped
         return wrapped
 
@@ -101,18 +178,39 @@ class MetricsInterceptor(aio.ServerInterceptor):
         started = buffer.counter(self._metrics.rpc_started.labels(*labels))
         handling_seconds = buffer.histogram(self._metrics.rpc_handling_seconds.labels(*labels))
         handled: dict[grpc.StatusCode, BufferedCounter] = {}  # code -> its series, made on first use
+        admission = None if service in UNLIMITED_SERVICES else self._admission
+        unparsable_log = self._unparsable_log
+        overload_log = self._overload_log
+        # code -> this method's failure lines, throttled: a caller can fail calls at will (bad
+        # input, unknown models, missing tokens), so a line each would let it fill the log; a
+        # few lines per code and interval keep request ids traceable in ordinary operation,
+        # and the next line counts what was suppressed.
+        failure_logs: dict[grpc.StatusCode, ThrottledWarning] = {}
 
         async def observed(request: Any, context: aio.ServicerContext) -> Any:
             started.inc()
             start = time.perf_counter()
             code = grpc.StatusCode.OK
-            caller_request_id = request_id_of(context)
+            admitted = False
+            request_id = request_id_of(context.invocation_metadata())
             # Each call runs in its own task and context, so the id cannot leak between calls.
-            current_request_id.set(caller_request_id or _ID_WHEN_LOGGED)
-            if caller_request_id:
-                await context.send_initial_metadata(((REQUEST_ID_KEY, caller_request_id),))
+            current_request_id.set(request_id.echoed or _ID_WHEN_LOGGED)
+            if request_id.replaced:
+                request_id_replaced.set(True)
             try:
+                if request_id.echoed:
+                    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id.echoed),))
+                if admission is not None:
+                    if not admission.try_enter():
+                        raise admission.refusal()
+                    admitted = True
+                if request is UNPARSABLE:
+                    unparsable_log.warn(method=method)
+                    raise unparsable_request(method)
                 return await behavior(request, context)
+            except ServiceError as error:  # refused at the front door
+                code = error.code
+                await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -123,20 +221,56 @@ class MetricsInterceptor(aio.ServerInterceptor):
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
+                if admitted and admission is not None:
+                    admission.leave()
                 elapsed = time.perf_counter() - start
                 if code not in handled:
                     handled[code] = buffer.counter(self._metrics.rpc_handled.labels(*labels, code.name))
                 handled[code].inc()
                 handling_seconds.observe(elapsed)
-                # Failures are worth a line each; successes only when debugging (they are many).
-                level = logging.DEBUG if code == grpc.StatusCode.OK else logging.INFO
-                if access_log.isEnabledFor(level):
-                    access_log.log(level, "rpc", extra={"fields": {
+                # Successes get a line only when debugging (they are many). Failures get a
+                # throttled INFO line per method and code; refusals under overload and of
+                # malformed bytes a throttled warning of their own, since a line each would cost
+                # the most when the server can least afford it. DEBUG still logs every call.
+                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    overload_log.warn(method=method)
+                elif code != grpc.StatusCode.OK and request is not UNPARSABLE:
+                    failure_log = failure_logs.get(code)
+                    if failure_log is None:
+                        failure_log = failure_logs[code] = ThrottledWarning(
+                            access_log, "rpc", REFUSAL_LOG_SECONDS, level=logging.INFO,
+                            burst=FAILURE_LINES_PER_INTERVAL)
+                    failure_log.warn(method=method, code=code.name, seconds=round(elapsed, 6))
+                if access_log.isEnabledFor(logging.DEBUG):
+                    access_log.debug("rpc", extra={"fields": {
                         "method": method, "code": code.name, "seconds": round(elapsed, 6),
                     }})
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_unary_stream(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        _, method = _split_method(full_method)
+        behavior = handler.unary_stream
+        unparsable_log = self._unparsable_log
+
+        async def parsed(request: Any, context: aio.ServicerContext) -> None:
+            if request is UNPARSABLE:
+                unparsable_log.warn(method=method)
+                error = unparsable_request(method)
+                await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+            responses = behavior(request, context)
+            if inspect.isasyncgen(responses):  # a generator handler; health's Watch writes instead
+                async for response in responses:
+                    await context.write(response)
+            else:
+                await responses
+
+        return grpc.unary_stream_rpc_method_handler(
+            parsed,
+            request_deserializer=tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

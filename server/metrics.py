@@ -63,6 +63,8 @@ class ServerMetrics:
     predictions: Counter
     model_info: Gauge
     model_reloads: Counter
+    model_reload_failures: Counter
+    model_directory_missing: Gauge
     ready: Gauge
     buffer: MetricBuffer  # the buffered series' updates; the server flushes it on its event loop
 
@@ -142,5 +144,15 @@ class ServerMetrics:
             model_reloads=Counter(
                 "rnn_sentiment_model_reload", "Hot-reload attempts, by result (success, unchanged, failure).",
                 ("model", "result"), registry=registry,
+            ),
+            model_reload_failures=Counter(
+                "rnn_sentiment_model_reload_failures",
+                "Hot-reload failures, by reason (name_mismatch, invalid_checkpoint, unreadable, unexpected).",
+                ("model", "reason"), registry=registry,
+            ),
+            model_directory_missing=Gauge(
+                "rnn_sentiment_model_directory_missing",
+                "1 while a served model's checkpoint directory is gone (the loaded version keeps serving).",
+                ("model",), registry=registry, multiprocess_mode="livemax",
             ),
         )

@@ -1,35 +1,39 @@
 """The models a server serves: loaded from a directory, each with its own model thread and batcher.
 
-Hot reload swaps a model atomically: a request resolves its model once and is answered wholly
-by that version; the old version finishes what it has queued and then shuts down.
+A model is served under its directory's name (model_directory.py). Hot reload swaps a model
+atomically: a request resolves its model once and is answered wholly by that version; the old
+version finishes what it has queued in the background, off the event loop, and then shuts down.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import AsyncIterator, Callable, TypeVar
 
 import torch
 
 from rnn_sentiment.model.backends import Predictor, make_predictor
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
 from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_texts
+from rnn_sentiment.model.trace import warm_up_trace
 
 from .batcher import MicroBatcher
 from .config import ServerConfig
-from .errors import not_found
+from .errors import not_found, quoted_name
 from .heap import release_free_heap
 from .metrics import ModelMetrics, ServerMetrics
+from .model_directory import CHECKPOINT_MARKER, CheckpointDir, check_model_name, scan_model_directory
 from .model_thread import ModelThread
 
 log = logging.getLogger(__name__)
 
 PREFERRED_DEFAULT = "sst2-gru"
-CHECKPOINT_MARKER = "config.json"
 WARM_UP_TEXT = "a warm-up sentence ."
 
 T = TypeVar("T")
@@ -44,16 +48,20 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def find_checkpoints(model_dir: Path) -> list[Path]:
-    """A checkpoint directory itself, or every checkpoint directly under a model repository."""
+def find_checkpoints(model_dir: Path) -> tuple[CheckpointDir, ...]:
+    """The checkpoints to serve at start: `model_dir` itself, or every one directly under it.
+
+    An entry that cannot be read (say a root-owned lost+found in a mounted volume) is skipped
+    with a warning; the hot reloader looks at it again on every poll."""
     if not model_dir.is_dir():
         raise ValueError(f"model directory {model_dir} does not exist")
-    if (model_dir / CHECKPOINT_MARKER).is_file():
-        return [model_dir]
-    found = sorted(p for p in model_dir.iterdir() if (p / CHECKPOINT_MARKER).is_file())
-    if not found:
+    scan = scan_model_directory(model_dir)
+    for entry in scan.unreadable:
+        log.warning("skipping an unreadable entry of the model directory",
+                    extra={"fields": {"path": str(entry.path), "error": entry.error}})
+    if not scan.checkpoints:
         raise ValueError(f"no checkpoint (a directory with {CHECKPOINT_MARKER}) in {model_dir}")
-    return found
+    return scan.checkpoints
 
 
 @dataclass
@@ -70,6 +78,8 @@ class ServedModel:
     batcher: MicroBatcher[EncodedText, PredictionResult]
     metrics: ServerMetrics
     model_metrics: ModelMetrics  # this model's series, shared with its batcher
+    _holds: int = field(default=0, init=False)  # callers between model-thread calls (hold())
+    _released: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     @property
     def loaded(self) -> LoadedModel:
@@ -89,20 +99,44 @@ class ServedModel:
             finally:
                 self.metrics.model_seconds.labels(self.name, kind).observe(time.perf_counter() - started)
 
-        return await self.model_thread.run(timed)
+        async with self.hold():
+            return await self.model_thread.run(timed)
+
+    @contextlib.asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Keep this version's model thread running until the block ends, even once a reload has
+        replaced it: for work that makes several model-thread calls (a trace run in slices)."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self._released.set()
 
     async def close(self) -> None:
-        """Finish queued work, then release the model thread."""
+        """Finish queued work and held calls, then release the model thread.
+
+        The join waits in a worker thread: the model thread may be seconds into a Trace, and
+        the event loop must keep answering every other model and health meanwhile."""
         await self.batcher.close()
-        self.model_thread.shutdown()
+        while self._holds:
+            self._released.clear()
+            await self._released.wait()
+        await asyncio.to_thread(self.model_thread.shutdown)
 
 
-def load_and_warm(path: Path, device: str, config: ServerConfig) -> Predictor:
+def load_and_warm(checkpoint: CheckpointDir, device: str, config: ServerConfig) -> Predictor:
     """Load a checkpoint, prepare its Predict executor and run one forward through it, so a
-    broken checkpoint fails here and not on a caller. Blocking: call it from a thread."""
-    loaded = load_checkpoint(path, device=device)
+    broken checkpoint fails here and not on a caller. Blocking: call it from a thread.
+
+    ModelNameMismatch if its config.json names another model than its directory does."""
+    loaded = load_checkpoint(checkpoint.path, device=device)
+    check_model_name(checkpoint, loaded.name)
     predictor = make_predictor(loaded, config.backend, config.resolved_torch_threads, config.onnx_max_batch)
     predictor(encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
+    # Torch's one-off autograd set-up (~0.5 s) here, not inside one slice of the first caller's trace.
+    warm_up_trace(loaded)
     log.info("model %s %s: Predict runs on %s", loaded.name, loaded.version, predictor.description)
     release_free_heap()  # the session build's temporaries: tens of MB an idle worker would keep
     return predictor
@@ -116,6 +150,7 @@ class ModelRepository:
         self._metrics = metrics
         self.device = device
         self._models: dict[str, ServedModel] = {}
+        self._retiring: set[asyncio.Task[None]] = set()  # replaced versions finishing their queues
         self.default_name = ""
 
     @classmethod
@@ -125,12 +160,9 @@ class ModelRepository:
         torch.set_num_threads(config.resolved_torch_threads)
         repository = cls(config, metrics, device)
         loaded_models: dict[str, Predictor] = {}
-        for path in find_checkpoints(config.resolved_model_dir):
-            predictor = load_and_warm(path, device, config)
-            name = predictor.loaded.name
-            if name in loaded_models:
-                raise ValueError(f"two checkpoints are named {name!r}: {loaded_models[name].loaded.path} and {path}")
-            loaded_models[name] = predictor
+        for checkpoint in find_checkpoints(config.resolved_model_dir):
+            # Directory names are unique, and each config must agree with its directory's name.
+            loaded_models[checkpoint.name] = load_and_warm(checkpoint, device, config)
         default_name = config.default_model or (
             PREFERRED_DEFAULT if PREFERRED_DEFAULT in loaded_models else sorted(loaded_models)[0]
         )
@@ -143,9 +175,9 @@ class ModelRepository:
             repository._models[predictor.loaded.name] = repository._serve(predictor)
         return repository
 
-    def prepare(self, path: Path) -> Predictor:
+    def prepare(self, checkpoint: CheckpointDir) -> Predictor:
         """load_and_warm with this repository's device and settings (blocking; for hot reload)."""
-        return load_and_warm(path, self.device, self._config)
+        return load_and_warm(checkpoint, self.device, self._config)
 
     def _serve(self, predictor: Predictor) -> ServedModel:
         loaded = predictor.loaded
@@ -169,11 +201,14 @@ class ModelRepository:
             self._publish_info(served)
 
     async def close(self) -> None:
-        for served in self._models.values():
-            await served.close()
+        """Finish every model's queued work (and the replaced versions'), then stop their threads."""
+        await asyncio.gather(*(served.close() for served in self._models.values()), *self._retiring)
 
-    async def swap(self, predictor: Predictor) -> ServedModel | None:
-        """Serve `predictor`'s model under its name from now on; return the replaced model, closed."""
+    def swap(self, predictor: Predictor) -> ServedModel | None:
+        """Serve `predictor`'s model under its name from now on; return the replaced model.
+
+        Never waits: the replaced version answers what it already queued in the background
+        (close() awaits that too). With no await here a cancelled reload swaps all or nothing."""
         loaded = predictor.loaded
         served = self._serve(predictor)
         served.batcher.start()
@@ -181,16 +216,31 @@ class ModelRepository:
         self._models[loaded.name] = served  # one assignment: the swap is atomic on the event loop
         if old is not None:
             self._unpublish_info(old)
+            retiring = asyncio.ensure_future(self._retire(old))
+            self._retiring.add(retiring)
+            retiring.add_done_callback(self._retiring.discard)
         self._publish_info(served)
-        if old is not None:
-            await old.close()  # answers what it already queued with the old version
         return old
+
+    @staticmethod
+    async def _retire(old: ServedModel) -> None:
+        fields = {"model": old.name, "version": old.loaded.version}
+        try:
+            await old.close()
+        except Exception:
+            log.exception("retiring a replaced model version failed", extra={"fields": fields})
+            return
+        log.info("replaced model version retired", extra={"fields": fields})
+
+    def get(self, name: str) -> ServedModel | None:
+        """The model served under exactly `name`, if any."""
+        return self._models.get(name)
 
     def resolve(self, name: str) -> ServedModel:
         """The named model, the default for "", or NOT_FOUND listing what is served."""
         served = self._models.get(name or self.default_name)
         if served is None:
-            raise not_found(f"unknown model {name!r}; this server serves: {', '.join(self.names())}")
+            raise not_found(f"unknown model {quoted_name(name)}; this server serves: {', '.join(self.names())}")
         return served
 
     def names(self) -> list[str]:

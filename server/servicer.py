@@ -2,50 +2,92 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+import weakref
 from typing import Awaitable, Callable, TypeVar
 
 import grpc
 from grpc import aio
 
+from rnn_sentiment.model.attribution import Slices
 from rnn_sentiment.model.inference import EncodedText, encode_texts
-from rnn_sentiment.model.trace import TraceOptions, TraceResult, trace_text
+from rnn_sentiment.model.trace import TRACE_SLICE_MACS, TraceOptions, TraceResult, trace_slices
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
-from .errors import ServiceError, unavailable
+from .errors import ServiceError, invalid_argument, unavailable
 from .messages import model_info_message, prediction_message, trace_message
+from .model_thread import ModelThread
 from .repository import ModelRepository, ServedModel
-from .trace_options import trace_options_from
+from .trace_options import trace_limit_violations, trace_options_from
+from .trace_runner import SliceClock, TraceAdmission, run_slices_on
 from .validation import RequestLimits, check_text, check_texts, tokens_violation
 
 log = logging.getLogger(__name__)
 
+# A parked refusal is answered this long before its deadline, so the caller sees UNAVAILABLE
+# (which it retries), not DEADLINE_EXCEEDED.
+PARKED_DEADLINE_MARGIN = 0.05
+
 Response = TypeVar("Response")
 
 
-def _trace(served: ServedModel, encoded: EncodedText, options: TraceOptions) -> TraceResult:
-    """trace_text, its recurrence on Predict's ONNX Runtime session where the model has one
-    (unidirectional networks): the same kernels Predict runs, several times faster at batch 1."""
-    return trace_text(served.loaded, encoded, options, served.predictor.step_states(encoded))
+def _trace_slices(served: ServedModel, encoded: EncodedText, options: TraceOptions) -> Slices[TraceResult]:
+    """trace_slices, its recurrence on Predict's ONNX Runtime session where the model has one
+    (unidirectional networks): the same kernels Predict runs, several times faster at batch 1.
+    That run is a slice of its own."""
+    states = served.predictor.step_states(encoded)
+    yield
+    return (yield from trace_slices(served.loaded, encoded, options, states, TRACE_SLICE_MACS))
 
 
 class ServingState:
-    """What the servicer serves: no repository until models load; `draining` once stopping."""
+    """What the servicer serves: no repository until models load; `draining` once stopping.
+
+    While not accepting, calls are refused with UNAVAILABLE; the drain (app.py) watches when
+    the last refusal came and, just before the port closes, parks refusals so that callers
+    wait on a call the server holds instead of sending one the shutdown would cancel.
+    """
 
     def __init__(self) -> None:
         self.repository: ModelRepository | None = None
         self.draining = False
+        self.refused = 0  # calls answered UNAVAILABLE
+        self.last_refused = 0.0  # time.monotonic() of the latest refusal
+        self._parked: asyncio.Event | None = None
 
     @property
     def accepting(self) -> bool:
         return self.repository is not None and not self.draining
+
+    def park_refusals(self) -> None:
+        """From now on a refused call waits for `release_refusals` before it is answered."""
+        self._parked = asyncio.Event()
+
+    def release_refusals(self) -> None:
+        if self._parked is not None:
+            self._parked.set()
+
+    async def before_refusal(self, time_remaining: float | None) -> None:
+        """Count a refusal; while parked, wait for the release (answering before the deadline)."""
+        self.refused += 1
+        self.last_refused = time.monotonic()
+        if self._parked is not None:
+            timeout = None if time_remaining is None else max(0.0, time_remaining - PARKED_DEADLINE_MARGIN)
+            try:
+                await asyncio.wait_for(self._parked.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass  # UNAVAILABLE now, while the caller still listens
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
     def __init__(self, state: ServingState, limits: RequestLimits) -> None:
         self._limits = limits
         self._state = state
+        # Per model thread (so per model version): which traces may work now. Dropped with it.
+        self._trace_admissions: weakref.WeakKeyDictionary[ModelThread, TraceAdmission] = weakref.WeakKeyDictionary()
 
     async def Predict(self, request: pb.PredictRequest, context: aio.ServicerContext) -> pb.PredictResponse:
         async def handle() -> pb.PredictResponse:
@@ -69,7 +111,19 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
             check_text(request.text, self._limits)
             options = trace_options_from(request)
             (encoded,) = self._encode(served, [request.text], field_prefix=None)
-            result = await served.run_exclusive("trace", lambda: _trace(served, encoded, options))
+            # Token counts are known only now: the limits on the trace's work are checked here.
+            if violations := trace_limit_violations(options, len(encoded.ids), served.loaded.config):
+                raise invalid_argument(violations)
+            admission = self._trace_admissions.setdefault(served.model_thread, TraceAdmission())
+            clock = SliceClock()
+            try:
+                # hold(): a reload meanwhile lets this version's thread finish the trace's slices.
+                async with served.hold(), admission.admitted(context.time_remaining()):
+                    result = await run_slices_on(served.model_thread, _trace_slices(served, encoded, options),
+                                                 context.time_remaining, clock)
+            finally:
+                if clock.count:
+                    served.metrics.model_seconds.labels(served.name, "trace").observe(clock.total)
             self._count(served, [encoded], [result.prediction.label])
             return trace_message(served, result, request.include_hidden_states, request.top_k_units)
 
@@ -129,6 +183,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     ) -> Response:
         """Run a handler; turn ServiceError into its status and anything else into a bare INTERNAL."""
         if not self._state.accepting:
+            await self._state.before_refusal(context.time_remaining())
             error = unavailable("the server is not serving (starting up or draining); retry another replica")
             await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
         try:

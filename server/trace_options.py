@@ -1,9 +1,12 @@
-"""TraceRequest -> TraceOptions, refusing bad knobs with INVALID_ARGUMENT that names the field."""
+"""TraceRequest -> TraceOptions, refusing bad knobs with INVALID_ARGUMENT that names the field;
+and, once the text is tokenized, refusing options whose work would exceed the trace limits."""
 
 from __future__ import annotations
 
+from rnn_sentiment.model.config import ModelConfig
 from rnn_sentiment.model.trace import (
-    DEFAULT_INTEGRATED_GRADIENTS_STEPS, MAX_INTEGRATED_GRADIENTS_STEPS, TraceOptions,
+    DEFAULT_INTEGRATED_GRADIENTS_STEPS, MAX_INTEGRATED_GRADIENTS_STEPS, MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS,
+    MAX_MEMORY_PROFILE_UNIT_TOKENS, MAX_OCCLUSION_TOKENS, TraceOptions, memory_profile_units,
 )
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
@@ -17,15 +20,23 @@ ATTRIBUTION_METHODS = {
     pb.ATTRIBUTION_METHOD_OCCLUSION: "occlusion",
 }
 ATTRIBUTION_ENUMS = {name: number for number, name in ATTRIBUTION_METHODS.items()}
+# Values `attributions` may hold: every method, repeats allowed (each is computed once). Checked
+# before any value is looked at, so a million bad values make one violation, not a million.
+MAX_ATTRIBUTION_VALUES = 16
 
 
 def trace_options_from(request: pb.TraceRequest) -> TraceOptions:
     """Every violation of the request's trace knobs at once, or the options they ask for."""
     violations = []
     valid = ", ".join(pb.AttributionMethod.Name(n) for n in ATTRIBUTION_METHODS)
-    for index, number in enumerate(request.attributions):
-        if number not in ATTRIBUTION_METHODS:
-            violations.append(FieldViolation(f"attributions[{index}]", f"is {number}; options are {valid}"))
+    if len(request.attributions) > MAX_ATTRIBUTION_VALUES:
+        violations.append(FieldViolation(
+            "attributions", f"has {len(request.attributions)} values; at most {MAX_ATTRIBUTION_VALUES} "
+                            f"(each method once is enough: {valid})"))
+    else:
+        for index, number in enumerate(request.attributions):
+            if number not in ATTRIBUTION_METHODS:
+                violations.append(FieldViolation(f"attributions[{index}]", f"is {number}; options are {valid}"))
     steps = request.integrated_gradients_steps or DEFAULT_INTEGRATED_GRADIENTS_STEPS
     if not 1 <= steps <= MAX_INTEGRATED_GRADIENTS_STEPS:
         violations.append(FieldViolation(
@@ -44,3 +55,31 @@ def trace_options_from(request: pb.TraceRequest) -> TraceOptions:
         # The step states become Python lists only when the response will carry them.
         hidden_states=request.include_hidden_states,
     )
+
+
+def trace_limit_violations(options: TraceOptions, token_count: int, config: ModelConfig) -> list[FieldViolation]:
+    """The options whose work on a text of `token_count` tokens exceeds the limits in
+    model/trace.py, each named with its limit and what would fit (empty: within every limit)."""
+    violations = []
+    if "integrated_gradients" in options.attributions:
+        steps = options.integrated_gradients_steps
+        if token_count * steps > MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS:
+            fitting = MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS // token_count
+            violations.append(FieldViolation(
+                "integrated_gradients_steps",
+                f"is {steps} for a text of {token_count} tokens; tokens x steps may be at most "
+                f"{MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS}: at most {fitting} steps here, or a shorter text"))
+    if options.memory:
+        units = memory_profile_units(config, options.all_layers)
+        if units * token_count > MAX_MEMORY_PROFILE_UNIT_TOKENS:
+            fewer_units = options.all_layers and config.num_layers > 1
+            violations.append(FieldViolation(
+                "include_memory_profile",
+                f"the text has {token_count} tokens; the memory profile of {units} hidden units may cover at most "
+                f"{MAX_MEMORY_PROFILE_UNIT_TOKENS // units} (units x tokens at most {MAX_MEMORY_PROFILE_UNIT_TOKENS})"
+                + ("; without all_layers it traces fewer units" if fewer_units else "")))
+    if "occlusion" in options.attributions and token_count > MAX_OCCLUSION_TOKENS:
+        violations.append(FieldViolation(
+            "attributions", f"ATTRIBUTION_METHOD_OCCLUSION covers at most {MAX_OCCLUSION_TOKENS} tokens; "
+                            f"the text has {token_count}"))
+    return violations

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from typing import Sequence
 
 from .errors import FieldViolation, ServiceError, invalid_argument
+
+# Characters that show nothing: control (Cc: NUL, ESC...), format (Cf: zero-width space, BOM,
+# bidi marks), surrogates and unassigned code points, and separators (Zs/Zl/Zp: spaces). A text
+# made only of these is as empty as a blank one, so it is refused the same way.
+_INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Cn", "Zs", "Zl", "Zp"})
+BLANK_TEXT = (
+    "must contain at least one non-whitespace, visible character "
+    "(whitespace, control and format characters such as NUL or U+200B do not count)"
+)
+
+
+def has_visible_character(text: str) -> bool:
+    """True when some character of `text` shows something; stops at the first one."""
+    return any(unicodedata.category(c) not in _INVISIBLE_CATEGORIES for c in text)
 
 
 @dataclass(frozen=True)
@@ -16,12 +31,13 @@ class RequestLimits:
 
 def text_violation(field: str, text: str, limits: RequestLimits) -> FieldViolation | None:
     """The problem with one text, or None when it is fine."""
-    if not text or not text.strip():
-        return FieldViolation(field, "must contain at least one non-whitespace character")
+    # The length first: the visibility scan of an over-long text would be wasted work.
     if len(text) > limits.max_text_chars:
         return FieldViolation(
             field, f"has {len(text)} characters; the limit is {limits.max_text_chars}"
         )
+    if not has_visible_character(text):
+        return FieldViolation(field, BLANK_TEXT)
     return None
 
 

@@ -34,6 +34,18 @@ def test_table_is_the_default_and_lists_every_word(server) -> None:
     assert lines[-1].startswith("prediction: ") and "\x1b[" not in result.stdout.decode()
 
 
+def test_a_text_past_the_memory_profile_limit_is_traced_without_it_and_says_why(server) -> None:
+    long_text = "a fun film , " * 40  # 160 tokens, truncated to the models' 128: past the profile's 64
+    command = [sys.executable, "-m", "rnn_sentiment.cli", "trace", "--target", server.target, "--timeout", "60",
+               long_text, "--color", "never", "--attributions", "prefix"]
+    result = subprocess.run(command, capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "note: no memory profile" in result.stderr.decode() and "tokens" in result.stderr.decode()
+    lines = result.stdout.decode().splitlines()
+    assert "memory" not in lines[0].split() and len(lines) > 128  # a row per token, no memory column
+    assert lines[-1].startswith("prediction: ")
+
+
 def test_png_compare_writes_one_picture_with_both_models(server, client: SentimentClient, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib", reason="PNG output needs the `render` extra")
     from matplotlib.image import imread

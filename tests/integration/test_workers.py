@@ -1,9 +1,11 @@
-"""`--workers 2`: two processes share one port, both answer, metrics add up, drain exits 0."""
+"""`--workers 2`: two processes share one port, both answer, metrics add up, drain exits 0, and a
+worker that crashes is restarted, forever, while the other serves."""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -94,3 +96,44 @@ def test_workers_are_unpinned_by_default() -> None:
         assert all(r.get("cpu") == "any" for r in records if r["message"] == "serving")
     finally:
         server.stop()
+
+
+KILLS = 6  # more than the 5 restarts the supervisor used to allow in a process's whole life
+
+
+def test_a_worker_killed_again_and_again_is_restarted_while_the_other_serves() -> None:
+    server = ServerProcess(extra_args=[
+        "--workers", "2", "--log-format", "json", "--log-level", "DEBUG",
+        "--restart-backoff-seconds", "0.1", "--restart-backoff-max-seconds", "0.5",
+        # No connection ageing: the client's connection stays on the surviving worker throughout.
+        "--max-connection-age-seconds", "0",
+    ]).start()
+    try:
+        wait_for_ready_workers(server, 2)
+        with SentimentClient(server.target, timeout=30, retry=False,
+                             options=[("grpc.use_local_subchannel_pool", 1)]) as client:
+            assert client.predict("a warm , funny film").predictions[0].label == "positive"
+            records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+            serving = {r["pid"] for r in records if r["message"] == "serving"}
+            survivor = [r["pid"] for r in records if r["message"] == "rpc" and r.get("method") == "Predict"][-1]
+            (victim,) = serving - {survivor}
+            for kill in range(1, KILLS + 1):
+                os.kill(victim, signal.SIGKILL)  # killed at once again: a crash loop
+                deadline = time.monotonic() + 60
+                while True:
+                    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+                    restarted = [r for r in records if r["message"] == "worker restarted"]
+                    if len(restarted) == kill:
+                        victim = restarted[-1]["worker_pid"]
+                        break
+                    assert time.monotonic() < deadline, server.log()
+                    time.sleep(0.05)
+                # and the service answers all along, through the other worker
+                assert client.predict("a dull , lifeless film").predictions[0].label == "negative"
+        assert metric_sum(server.metrics_url, "rnn_sentiment_worker_restarts_total") == KILLS
+        assert any(r["message"].startswith("worker is crash-looping") for r in records), server.log()
+        wait_for_ready_workers(server, 2)  # the last restart comes up and serves
+    except BaseException:
+        server.stop()
+        raise
+    assert server.stop() == 0, server.log()

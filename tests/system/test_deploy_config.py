@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,72 @@ def test_k8s_manifests_validate_and_agree_with_each_other() -> None:
     hpa = resources[("HorizontalPodAutoscaler", "rnn-sentiment")]["spec"]
     assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "rnn-sentiment"}
     assert hpa["minReplicas"] >= 2
+
+    # Hardening: no API token in the pods; gRPC only from the balancer, metrics only from Prometheus.
+    assert pod["spec"]["automountServiceAccountToken"] is False
+    policy = resources[("NetworkPolicy", "rnn-sentiment")]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"] and policy["egress"] == []
+    container_ports = {p["name"] for p in container["ports"]}
+    admitted = {}
+    for rule in policy["ingress"]:
+        assert rule["from"], "a rule without `from` admits everyone"
+        for port in rule["ports"]:
+            assert port["port"] in container_ports, port
+            admitted[port["port"]] = rule["from"]
+    assert sorted(admitted) == ["grpc", "metrics"]
+    metrics_peer = admitted["metrics"]
+    assert len(metrics_peer) == 1 and {"namespaceSelector", "podSelector"} <= metrics_peer[0].keys()
+    assert metrics_peer[0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "prometheus"}
+
+
+def test_compose_tls_override_needs_its_certificate_folder(tmp_path: Path) -> None:
+    tools = require_commands("docker-compose")
+    files = ["-f", "docker-compose.yml", "-f", "docker-compose.tls.yml"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RNNS_")}
+    missing = run([tools["docker-compose"], *files, "config", "-q"], timeout=60, cwd=REPO_ROOT, env=env, check=False)
+    assert missing.returncode != 0 and "set RNNS_LB_TLS_DIR" in missing.stderr
+    config = run([tools["docker-compose"], *files, "config"], timeout=60, cwd=REPO_ROOT,
+                 env={**env, "RNNS_LB_TLS_DIR": str(tmp_path)}).stdout
+    assert f"{tmp_path}:/etc/rnn-sentiment/tls:ro" in config
+
+
+def test_prometheus_has_no_lifecycle_or_admin_api() -> None:
+    dockerfile = (PROMETHEUS_DIR / "Dockerfile").read_text()
+    entrypoint = next(line for line in dockerfile.splitlines() if line.startswith("ENTRYPOINT"))
+    assert "exec prometheus" in entrypoint
+    assert "--web.enable-lifecycle" not in entrypoint and "--web.enable-admin-api" not in entrypoint
+
+
+GRAFANA_START = DEPLOY / "grafana" / "start.sh"
+
+
+def _start_grafana(data: Path, password: str | None) -> subprocess.CompletedProcess:
+    """deploy/grafana/start.sh with Grafana's /run.sh replaced by a script that reports what it got."""
+    fake_run = data.parent / "run.sh"
+    fake_run.write_text('#!/bin/sh\necho "password length ${#GF_SECURITY_ADMIN_PASSWORD}"\n')
+    fake_run.chmod(0o755)
+    env = {"PATH": os.environ["PATH"], "GF_PATHS_DATA": str(data), "GRAFANA_RUN": str(fake_run)}
+    if password is not None:
+        env["GF_SECURITY_ADMIN_PASSWORD"] = password
+    return subprocess.run(["sh", str(GRAFANA_START)], capture_output=True, text=True, env=env, timeout=30)
+
+
+def test_grafana_admin_password_is_given_or_generated_never_admin(tmp_path: Path) -> None:
+    compose = (REPO_ROOT / "docker-compose.yml").read_text()
+    assert "GF_SECURITY_ADMIN_PASSWORD: ${RNNS_GRAFANA_ADMIN_PASSWORD:-}" in compose
+    assert '"/etc/rnn-sentiment/grafana/start.sh"' in compose
+    data = tmp_path / "data"
+    data.mkdir()
+    first = _start_grafana(data, None)
+    assert first.returncode == 0 and first.stdout.strip() == "password length 48", first.stderr
+    password_file = data / "admin-password"
+    generated = password_file.read_text()
+    assert password_file.stat().st_mode & 0o077 == 0
+    assert generated not in first.stdout + first.stderr  # never printed
+    again = _start_grafana(data, None)
+    assert again.returncode == 0 and password_file.read_text() == generated and "generated" not in again.stderr
+    given = _start_grafana(tmp_path / "elsewhere", "a-long-chosen-password")
+    assert given.returncode == 0 and given.stdout.strip() == "password length 22"
+    refused = _start_grafana(data, "admin")
+    assert refused.returncode == 2 and "refusing the admin password 'admin'" in refused.stderr

@@ -39,7 +39,7 @@ def test_sdk_works_with_torch_blocked() -> None:
         "            raise ImportError('torch is blocked in this test')\n"
         "sys.meta_path.insert(0, Block())\n"
         "from rnn_sentiment.client import SentimentClient\n"
-        "with SentimentClient('127.0.0.1:1', timeout=0.5) as c:\n"
+        "with SentimentClient('127.0.0.1:1', timeout=10) as c:\n"
         "    try:\n"
         "        c.predict('good')\n"
         "    except Exception as e:\n"

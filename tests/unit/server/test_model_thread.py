@@ -1,12 +1,16 @@
-"""ModelThread: calls run one at a time, in order, off the event loop; results and errors come back."""
+"""ModelThread: calls run one at a time, in order, off the event loop; results and errors come back;
+calls whose caller left or whose deadline passed while queued never start."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
+import grpc
 import pytest
 
+from rnn_sentiment.server.errors import ServiceError
 from rnn_sentiment.server.model_thread import ModelThread
 
 
@@ -80,5 +84,58 @@ def test_shutdown_finishes_what_is_queued_then_refuses_new_calls() -> None:
         assert done == [0, 1, 2]
         with pytest.raises(RuntimeError, match="shut down"):
             await model_thread.run(lambda: None)
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_call_whose_caller_cancelled_is_never_started() -> None:
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+        started, release = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        def hold() -> None:
+            started.set()
+            release.wait(10)
+
+        first = asyncio.ensure_future(model_thread.run(hold))
+        await asyncio.to_thread(started.wait, 10)  # the model thread is busy with `hold`
+        abandoned = asyncio.ensure_future(model_thread.run(ran.append, "abandoned"))
+        await asyncio.sleep(0)  # queued behind `hold`
+        abandoned.cancel()
+        await asyncio.sleep(0)
+        release.set()
+        assert await model_thread.run(ran.append, "next") is None
+        await first
+        assert ran == ["next"]
+        model_thread.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_queued_call_whose_deadline_passed_is_never_started() -> None:
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+        started, release = threading.Event(), threading.Event()
+        ran: list[str] = []
+
+        def hold() -> None:
+            started.set()
+            release.wait(10)
+
+        first = asyncio.ensure_future(model_thread.run(hold))
+        await asyncio.to_thread(started.wait, 10)
+        # Its deadline is now: by the time the thread is free of `hold`, it has passed.
+        expired = asyncio.ensure_future(model_thread.run(ran.append, "expired", deadline=time.monotonic()))
+        alive = asyncio.ensure_future(model_thread.run(ran.append, "alive", deadline=time.monotonic() + 3600))
+        await asyncio.sleep(0)
+        release.set()
+        with pytest.raises(ServiceError) as raised:
+            await expired
+        assert raised.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
+        await alive
+        await first
+        assert ran == ["alive"]
+        model_thread.shutdown()
 
     asyncio.run(scenario())

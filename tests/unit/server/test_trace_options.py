@@ -1,12 +1,17 @@
-"""TraceRequest -> TraceOptions: the knobs carried over, bad ones refused with the field named."""
+"""TraceRequest -> TraceOptions: the knobs carried over, bad ones refused with the field named, in
+bounded errors; the limits on a trace's work, checked once the text's tokens are known."""
 
 from __future__ import annotations
 
 import grpc
 import pytest
 
+from rnn_sentiment.model.config import ModelConfig
+from rnn_sentiment.model.trace import MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS, MAX_OCCLUSION_TOKENS, TraceOptions
 from rnn_sentiment.server.errors import ServiceError
-from rnn_sentiment.server.trace_options import trace_options_from
+from rnn_sentiment.server.trace_options import (
+    ATTRIBUTION_METHODS, MAX_ATTRIBUTION_VALUES, trace_limit_violations, trace_options_from,
+)
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
 
@@ -30,3 +35,48 @@ def test_bad_knobs_are_named() -> None:
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT
     for field in ("attributions[0]", "integrated_gradients_steps", "top_k_units"):
         assert field in raised.value.message
+
+
+def test_a_million_bad_attributions_make_one_small_violation() -> None:
+    request = pb.TraceRequest(text="good", attributions=[99] * 1_000_000)
+    with pytest.raises(ServiceError) as raised:
+        trace_options_from(request)
+    error = raised.value
+    assert [v.field for v in error.violations] == ["attributions"]
+    assert "1000000 values" in error.message and str(MAX_ATTRIBUTION_VALUES) in error.message
+    assert sum(len(value) for _, value in error.trailing_metadata()) < 1024
+
+
+def test_every_method_and_repeats_stay_allowed_up_to_the_bound() -> None:
+    methods = list(ATTRIBUTION_METHODS)
+    options = trace_options_from(pb.TraceRequest(
+        text="good", attributions=(methods * MAX_ATTRIBUTION_VALUES)[:MAX_ATTRIBUTION_VALUES]))
+    assert set(options.attributions) == set(ATTRIBUTION_METHODS.values())
+
+
+GRU_256 = ModelConfig(cell="gru", embedding_dim=256, hidden_size=256)
+
+
+def test_the_heaviest_allowed_options_pass_the_limits() -> None:
+    # Every SST-2 sentence (< 64 tokens) may have everything; 128 tokens every attribution at 64 steps.
+    everything = TraceOptions(attributions=tuple(ATTRIBUTION_METHODS.values()), memory=True,
+                              integrated_gradients_steps=MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS // 64)
+    assert trace_limit_violations(everything, 64, GRU_256) == []
+    at_max_tokens = TraceOptions(attributions=tuple(ATTRIBUTION_METHODS.values()), integrated_gradients_steps=64)
+    assert trace_limit_violations(at_max_tokens, 128, GRU_256) == []
+
+
+def test_options_over_the_limits_are_named_with_the_limit() -> None:
+    heavy = TraceOptions(attributions=("integrated_gradients", "occlusion"), integrated_gradients_steps=256,
+                         memory=True)
+    violations = {v.field: v.description for v in trace_limit_violations(heavy, 129, GRU_256)}
+    assert set(violations) == {"integrated_gradients_steps", "include_memory_profile", "attributions"}
+    assert str(MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS) in violations["integrated_gradients_steps"]
+    assert "at most 63 steps" in violations["integrated_gradients_steps"]
+    assert "at most 64" in violations["include_memory_profile"]
+    assert str(MAX_OCCLUSION_TOKENS) in violations["attributions"]
+    # all_layers traces every layer's units: a shorter limit.
+    two_layers = ModelConfig(cell="gru", embedding_dim=256, hidden_size=256, num_layers=2)
+    deep = TraceOptions(memory=True, all_layers=True)
+    assert [v.field for v in trace_limit_violations(deep, 64, two_layers)] == ["include_memory_profile"]
+    assert trace_limit_violations(TraceOptions(memory=True), 64, two_layers) == []

@@ -1,0 +1,111 @@
+"""A rolling restart behind a real nginx: two replicas, restarted one at a time (SIGTERM, drain,
+start again on the same port) while an SDK client calls through the load balancer in a loop.
+Zero errors may reach the client: the draining replica answers UNAVAILABLE (never CANCELLED),
+and the SDK's retry policy (client/channel.py, on by default) retries it on the other replica.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rnn_sentiment.client import SentimentClient, SentimentError
+from tests.support import ServerProcess, free_port
+from tests.system.stack import DEFAULT_LB, DEFAULT_REPLICAS, DEPLOY, BackgroundProcess, Phases, render_config, require_commands
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
+
+REPLICA_ARGS = ["--drain-seconds", "2"]
+CALLS_BETWEEN_RESTARTS = 50  # calls that must succeed through the balancer before the next step
+
+
+class LoopingClient:
+    """One SDK client calling Predict through the balancer until stopped; every outcome kept."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.ok = 0
+        self.errors: list[str] = []
+        self._running = True
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> "LoopingClient":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        with SentimentClient(self.target, timeout=10) as client:  # the SDK's default retry policy
+            while self._running:
+                try:
+                    client.predict("a warm , funny and beautifully acted film")
+                    self.ok += 1
+                except SentimentError as error:
+                    self.errors.append(f"{error.code}: {error}")
+
+    def wait_for_calls(self, count: int, timeout: float = 60.0) -> None:
+        target = self.ok + count
+        deadline = time.monotonic() + timeout
+        while self.ok < target:
+            assert time.monotonic() < deadline, f"only {self.ok} calls succeeded; errors {self.errors[:5]}"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._running = False
+        self._thread.join(30)
+
+
+def test_rolling_restart_behind_nginx_loses_no_call(tmp_path: Path) -> None:
+    tools = require_commands("nginx")
+    replicas = [ServerProcess(extra_args=REPLICA_ARGS) for _ in range(2)]
+    lb_address = f"127.0.0.1:{free_port()}"
+    nginx = client = None
+    phases = Phases("rolling restart")
+    try:
+        for replica in replicas:
+            replica.start(wait=False)
+        for replica in replicas:
+            replica.wait_until_serving(timeout=120)
+        nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {
+            DEFAULT_LB: lb_address,
+            **{default: replica.target for default, replica in zip(DEFAULT_REPLICAS, replicas)},
+        })
+        nginx_dir.chmod(0o755)  # workers run as another user when the master is root
+        nginx = BackgroundProcess(
+            [tools["nginx"], "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
+             "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
+            log_path=tmp_path / "nginx.log",
+        ).start()
+        with SentimentClient(lb_address, timeout=10) as probe:
+            probe.wait_until_serving(timeout=30)
+        phases.done("two replicas and nginx up")
+
+        client = LoopingClient(lb_address).start()
+        client.wait_for_calls(CALLS_BETWEEN_RESTARTS)
+        for index, old in enumerate(replicas):
+            assert old.stop() == 0, old.log()  # SIGTERM: drain, with calls arriving through nginx
+            client.wait_for_calls(CALLS_BETWEEN_RESTARTS)  # served by the other replica meanwhile
+            replicas[index] = ServerProcess(extra_args=REPLICA_ARGS, port=old.port, metrics_port=old.metrics_port)
+            replicas[index].start(wait=False)
+            replicas[index].wait_until_serving(timeout=120)
+            client.wait_for_calls(CALLS_BETWEEN_RESTARTS)
+            phases.done(f"replica {index + 1} restarted")
+        client.stop()
+        print(f"\n[system] rolling restart: {client.ok} calls OK, {len(client.errors)} errors", end="")
+        assert client.errors == [], f"{len(client.errors)} errors reached the client: {client.errors[:10]}"
+        assert client.ok >= 5 * CALLS_BETWEEN_RESTARTS
+    except BaseException:
+        if nginx is not None:
+            print(f"---- nginx log ----\n{nginx.log()}")
+        for replica in replicas:
+            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
+        raise
+    finally:
+        if client is not None:
+            client.stop()
+        if nginx is not None:
+            nginx.stop()
+        for replica in replicas:
+            replica.stop()

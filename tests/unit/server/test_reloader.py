@@ -1,0 +1,276 @@
+"""The model repository and its hot reloader, on real checkpoints in a temporary directory.
+
+Names come from directories; a reload never lets one directory take another's name; one
+unreadable entry never stops the reloader; retiring an old version never waits on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from pathlib import Path
+from typing import Awaitable, Callable
+
+import pytest
+
+from rnn_sentiment.server.config import ServerConfig
+from rnn_sentiment.server.metrics import ServerMetrics
+from rnn_sentiment.server.model_directory import ModelNameMismatch
+from rnn_sentiment.server.reloader import ModelReloader
+from rnn_sentiment.server.repository import ModelRepository
+from tests.support import write_untrained_checkpoint
+
+PATH_MAX = 4096  # Linux: a longer path is refused with ENAMETOOLONG, even to root
+
+
+def load(model_dir: Path) -> tuple[ModelRepository, ServerMetrics]:
+    metrics = ServerMetrics.create()
+    config = ServerConfig(model_dir=str(model_dir), torch_threads=1, backend="torch")
+    return ModelRepository.load(config, metrics), metrics
+
+
+def set_config(checkpoint: Path, **fields: str) -> None:
+    """Edit config.json in place (a new mtime and content: the reloader sees a change)."""
+    path = checkpoint / "config.json"
+    document = json.loads(path.read_text())
+    document.update(fields)
+    path.write_text(json.dumps(document))
+
+
+def sample(metrics: ServerMetrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def deep_directory(base: Path) -> Path:
+    """A directory whose path is so long that an entry under it can exist while that entry's
+    config.json cannot even be named (ENAMETOOLONG): a filesystem error that root gets too."""
+    path = base
+    while len(str(path)) < PATH_MAX - 200:
+        path = path / ("d" * 150)
+    path.mkdir(parents=True)
+    return path
+
+
+def add_unreadable_entry(model_dir: Path) -> Path:
+    entry = model_dir / ("x" * (PATH_MAX - len(str(model_dir)) - 8))
+    entry.mkdir()
+    with pytest.raises(OSError, match="too long"):
+        (entry / "config.json").is_file()
+    return entry
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Await a condition the event loop makes true (bounded; a failure names what never happened)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, f"never happened: {what}"
+        await asyncio.sleep(0.01)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), 120))
+
+
+def test_a_model_is_named_after_its_directory_entry_not_a_symlink_target(tmp_path: Path) -> None:
+    write_untrained_checkpoint(tmp_path / "store" / "v7", "current", "7.0.0")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "current").symlink_to(tmp_path / "store" / "v7")
+    repository, _ = load(tmp_path / "models")
+    assert repository.names() == ["current"]
+    # A single checkpoint given as the model directory is named after that directory, as spelled.
+    repository, _ = load(tmp_path / "models" / "current" / ".")
+    assert repository.names() == ["current"]
+
+
+def test_a_config_naming_another_model_than_its_directory_is_refused_at_start(tmp_path: Path) -> None:
+    write_untrained_checkpoint(tmp_path / "models" / "sst2-gru", "sst2-gru", "1.0.0")
+    write_untrained_checkpoint(tmp_path / "models" / "sst2-rnn", "sst2-lstm", "1.0.0")
+    with pytest.raises(ModelNameMismatch, match="config.json names the model 'sst2-lstm' but its directory is 'sst2-rnn'"):
+        load(tmp_path / "models")
+
+
+def test_a_reload_never_lets_one_directory_take_another_models_name(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    rnn = write_untrained_checkpoint(models / "sst2-rnn", "sst2-rnn", "1.0.0", seed=1)
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        set_config(rnn, name="sst2-gru", version="6.6.6")
+        outcomes = {o.model: o for o in await reloader.reload_all("SIGHUP")}
+        assert outcomes["sst2-rnn"].result == "failure"
+        assert outcomes["sst2-rnn"].reason == "name_mismatch"
+        assert repository.get("sst2-gru").loaded.path == gru  # type: ignore[union-attr]
+        assert repository.get("sst2-rnn").loaded.version == "1.0.0"  # type: ignore[union-attr]
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", model="sst2-rnn",
+                      reason="name_mismatch") == 1
+        assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-rnn", result="failure") == 1
+        await repository.close()
+
+    run(scenario)
+
+
+def test_reload_all_survives_an_unreadable_entry_and_reloads_the_others(tmp_path: Path) -> None:
+    models = deep_directory(tmp_path)
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        entry = add_unreadable_entry(models)
+        set_config(gru, version="2.0.0")
+        outcomes = {o.model: o for o in await reloader.reload_all("SIGHUP")}
+        assert outcomes[entry.name].reason == "unreadable"
+        assert outcomes["sst2-gru"].result == "success"
+        assert repository.get("sst2-gru").loaded.version == "2.0.0"  # type: ignore[union-attr]
+        await repository.close()
+
+    run(scenario)
+
+
+def test_polling_survives_an_unreadable_entry_logs_it_once_and_keeps_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = deep_directory(tmp_path)
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        watcher = asyncio.ensure_future(reloader.watch(0.02))
+        entry = add_unreadable_entry(models)
+        unreadable = {"model": entry.name, "reason": "unreadable"}
+        await until(lambda: sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == 1,
+                    "the unreadable entry counted")
+        set_config(gru, version="2.0.0")
+        await until(lambda: repository.get("sst2-gru").loaded.version == "2.0.0",  # type: ignore[union-attr]
+                    "the changed model reloaded")
+        assert not watcher.done()
+        # Polled many times meanwhile: one episode, one count, one log line.
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == 1
+        assert sum("entry unreadable" in r.getMessage() for r in caplog.records) == 1
+        entry.rmdir()
+        await until(lambda: any("readable again" in r.getMessage() for r in caplog.records), "recovery logged")
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await repository.close()
+
+    with caplog.at_level(logging.INFO, logger="rnn_sentiment.server.reloader"):
+        run(scenario)
+
+
+def test_a_deleted_model_directory_keeps_serving_is_logged_once_and_shown_by_a_gauge(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = tmp_path / "models"
+    write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    rnn = write_untrained_checkpoint(models / "sst2-rnn", "sst2-rnn", "1.0.0", seed=1)
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        watcher = asyncio.ensure_future(reloader.watch(0.02))
+        missing = {"model": "sst2-rnn"}
+        assert sample(metrics, "rnn_sentiment_model_directory_missing", **missing) == 0
+        parked = rnn.rename(tmp_path / "parked")
+        await until(lambda: sample(metrics, "rnn_sentiment_model_directory_missing", **missing) == 1, "gauge 1")
+        await until(lambda: sum("directory is gone" in r.getMessage() for r in caplog.records) >= 1, "warning")
+        await reloader.reload_all("SIGHUP")  # another look: still one warning for one episode
+        assert repository.resolve("sst2-rnn").loaded.version == "1.0.0"
+        parked.rename(rnn)
+        await until(lambda: sample(metrics, "rnn_sentiment_model_directory_missing", **missing) == 0, "gauge 0")
+        assert sum("directory is gone" in r.getMessage() for r in caplog.records) == 1
+        warnings = [r for r in caplog.records if "directory is gone" in r.getMessage()]
+        assert warnings[0].levelno == logging.WARNING
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await repository.close()
+
+    with caplog.at_level(logging.INFO, logger="rnn_sentiment.server.reloader"):
+        run(scenario)
+
+
+def test_retiring_an_old_version_does_not_wait_for_its_running_work(tmp_path: Path) -> None:
+    """The reload returns while the old version's thread is still busy; the old thread ends once
+    its work does, even though the reload was cancelled meanwhile."""
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    release = threading.Event()
+    # Bounds the test if the retirement does block the event loop (the defect): it then ends
+    # failing instead of hanging.
+    safety = threading.Timer(20, release.set)
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        old = repository.resolve("sst2-gru")
+        busy = asyncio.ensure_future(old.run_exclusive("trace", release.wait))  # a long Trace stand-in
+        set_config(gru, version="2.0.0")
+        safety.start()
+        reload = asyncio.ensure_future(reloader.reload_all("SIGHUP"))
+        await until(lambda: repository.resolve("sst2-gru") is not old, "the new version swapped in")
+        reload.cancel()  # what SIGTERM does to a running reload
+        await asyncio.gather(reload, return_exceptions=True)
+        assert not release.is_set(), "the reload waited for the old version's work"
+        assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-gru", result="success") == 1
+        release.set()
+        assert await busy is True  # the old version finished its work
+        await repository.close()  # awaits the retirement too
+        assert not old.model_thread._thread.is_alive()
+
+    try:
+        run(scenario)
+    finally:
+        safety.cancel()
+
+
+def test_a_reload_cancelled_at_any_point_swaps_all_or_nothing_and_is_retried(tmp_path: Path) -> None:
+    """What SIGTERM does to a running reload: cancelled while reading the directory, while
+    loading, or after the swap, the model is wholly the old version or wholly the new one, and
+    every swap is recorded."""
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        served = ["1.0.0"]
+        # Cancellation points spread from "at once" to "after the reload has finished".
+        for attempt, delay in enumerate((0.0, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)):
+            version = f"{attempt + 2}.0.0"
+            set_config(gru, version=version)
+            reload = asyncio.ensure_future(reloader.reload_all("SIGHUP"))
+            await asyncio.sleep(delay)
+            reload.cancel()
+            await asyncio.gather(reload, return_exceptions=True)
+            current = repository.resolve("sst2-gru").loaded.version
+            if current == version:
+                served.append(version)
+            assert current == served[-1]
+            assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-gru",
+                          result="success") == len(served) - 1
+        assert len(served) - 1 < attempt + 1  # some were cancelled before the swap (the first, at least)
+        (outcome,) = await reloader.reload_all("SIGHUP")  # the next reload serves the latest files
+        assert outcome.result in ("success", "unchanged")
+        assert repository.resolve("sst2-gru").loaded.version == version
+        await repository.close()
+
+    run(scenario)
+
+
+def test_the_shipped_checkpoints_are_named_after_their_directories() -> None:
+    from tests.support import SHIPPED_MODELS
+
+    checkpoints = sorted(p for p in SHIPPED_MODELS.iterdir() if (p / "config.json").is_file())
+    assert [p.name for p in checkpoints] == ["sst2-gru", "sst2-rnn"]
+    for checkpoint in checkpoints:
+        assert json.loads((checkpoint / "config.json").read_text())["name"] == checkpoint.name
