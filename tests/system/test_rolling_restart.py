@@ -109,3 +109,39 @@ def test_rolling_restart_behind_nginx_loses_no_call(tmp_path: Path) -> None:
             nginx.stop()
         for replica in replicas:
             replica.stop()
+
+
+def test_no_replica_reachable_is_a_grpc_unavailable_not_an_http_502(tmp_path: Path) -> None:
+    """nginx's own 502 reaches gRPC clients as a committed HTTP error that no retry policy
+    retries; the committed config answers it as a trailers-only UNAVAILABLE, which they do."""
+    import grpc
+
+    from rnn_sentiment.v1 import sentiment_pb2 as pb
+    from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+
+    tools = require_commands("nginx")
+    lb_address = f"127.0.0.1:{free_port()}"
+    nowhere = [f"127.0.0.1:{free_port()}" for _ in DEFAULT_REPLICAS]  # nothing listens there
+    nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {DEFAULT_LB: lb_address, **dict(zip(DEFAULT_REPLICAS, nowhere))})
+    nginx_dir.chmod(0o755)
+    nginx = BackgroundProcess(
+        [tools["nginx"], "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
+         "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
+        log_path=tmp_path / "nginx.log",
+    ).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # until nginx listens: then the answer is its own, not a refused connection
+            with grpc.insecure_channel(lb_address) as channel:
+                try:
+                    pb_grpc.SentimentServiceStub(channel).Predict(pb.PredictRequest(texts=["a fine film"]), timeout=5)
+                    raise AssertionError("a call succeeded with no replica behind the balancer")
+                except grpc.RpcError as error:
+                    code, details = error.code(), error.details() or ""
+            if "connect" not in details.lower() or time.monotonic() > deadline:
+                break  # anything but "failed to connect to all addresses" came from nginx
+            time.sleep(0.1)
+        assert code == grpc.StatusCode.UNAVAILABLE, details
+        assert "could not reach a replica" in details and "502" not in details, details
+    finally:
+        nginx.stop()
