@@ -10,19 +10,16 @@ the README's error table.
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass
 from typing import Iterator
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
+from tests.raw_http2 import raw_unary_call
 from tests.support import ServerProcess
 
 MAX_TEXTS = 8
@@ -188,33 +185,7 @@ def call(channel: grpc.Channel, method: str, request: bytes, request_id: str | N
 
 def raw_http2_call(port: int, method: str, request: bytes, request_id: str) -> Answer:
     """One unary gRPC call over a bare HTTP/2 connection, with a header value sent as is."""
-    config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
-                                       normalize_outbound_headers=False, validate_inbound_headers=False)
-    connection = h2.connection.H2Connection(config)
-    connection.initiate_connection()
-    stream = connection.get_next_available_stream_id()
-    connection.send_headers(stream, [
-        (b":method", b"POST"), (b":scheme", b"http"), (b":path", method.encode()),
-        (b":authority", f"127.0.0.1:{port}".encode()), (b"content-type", b"application/grpc"), (b"te", b"trailers"),
-        (b"x-request-id", request_id.encode()),
-    ])
-    connection.send_data(stream, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
-    headers: dict[str, str] = {}
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(connection.data_to_send())
-        ended = False
-        while not ended:
-            chunk = sock.recv(65_536)
-            if not chunk:
-                break
-            for event in connection.receive_data(chunk):
-                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                    headers.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
-                elif isinstance(event, h2.events.DataReceived):
-                    connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
-                    ended = True
-            sock.sendall(connection.data_to_send())
+    headers = raw_unary_call(port, method, request, [(b"x-request-id", request_id.encode())])
     code = next(c for c in grpc.StatusCode if c.value[0] == int(headers.get("grpc-status", "2")))
     return Answer(code, headers.get("grpc-message", ""), b"", headers.get("x-request-id"))
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 
 import grpc
-import h2.config
-import h2.connection
-import h2.events
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from tests.raw_http2 import raw_unary_call
 from tests.support import ServerProcess
 
 PREDICT = "/rnn_sentiment.v1.SentimentService/Predict"
@@ -56,35 +53,9 @@ def test_request_id_is_echoed_and_logged() -> None:
 
 
 def raw_http2_predict(port: int, request: bytes, request_id: bytes) -> tuple[int, dict[str, str]]:
-    """One Predict over a bare HTTP/2 connection, `request_id` sent byte for byte (gRPC clients
-    refuse newline, ESC and NUL); returns the grpc-status and the response's headers."""
-    config = h2.config.H2Configuration(client_side=True, validate_outbound_headers=False,
-                                       normalize_outbound_headers=False, validate_inbound_headers=False)
-    connection = h2.connection.H2Connection(config)
-    connection.initiate_connection()
-    stream = connection.get_next_available_stream_id()
-    connection.send_headers(stream, [
-        (b":method", b"POST"), (b":scheme", b"http"), (b":path", PREDICT.encode()),
-        (b":authority", f"127.0.0.1:{port}".encode()), (b"content-type", b"application/grpc"),
-        (b"te", b"trailers"), (b"x-request-id", request_id),
-    ])
-    connection.send_data(stream, b"\0" + len(request).to_bytes(4, "big") + request, end_stream=True)
-    headers: dict[str, str] = {}
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.sendall(connection.data_to_send())
-        ended = False
-        while not ended:
-            chunk = sock.recv(65_536)
-            if not chunk:
-                break
-            for event in connection.receive_data(chunk):
-                if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-                    headers.update((k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers)
-                elif isinstance(event, h2.events.DataReceived):
-                    connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
-                    ended = True
-            sock.sendall(connection.data_to_send())
+    """One Predict over a bare HTTP/2 connection, `request_id` sent byte for byte; returns the
+    grpc-status and the response's headers."""
+    headers = raw_unary_call(port, PREDICT, request, [(b"x-request-id", request_id)])
     return int(headers.get("grpc-status", "-1")), headers
 
 
