@@ -45,7 +45,9 @@ class RetryPolicy:
     is left out: retrying an overloaded server at once adds load; its RetryInfo says when.
     """
 
-    max_attempts: int = 4             # the first try and three retries
+    # The first try and four retries: gRPC's most. Behind a round-robin balancer each retry may
+    # land on the draining replica again; five tries make that 1 in 32 during a drain window.
+    max_attempts: int = 5
     initial_backoff_seconds: float = 0.1
     max_backoff_seconds: float = 2.0
     backoff_multiplier: float = 2.0   # each wait is random up to the current backoff (gRPC's jitter)

@@ -61,9 +61,9 @@ def raw_http2_predict(port: int, request: bytes, request_id: bytes) -> tuple[int
 
 def test_hostile_request_ids_are_replaced_never_echoed_and_cannot_forge_log_lines() -> None:
     raw_ids = [  # only a raw HTTP/2 client sends these
-        f"abc\n{FORGED_PREFIX} ERROR rnn_sentiment.server: forged".encode(),
-        b"abc\x1b[2J\x1b[31mred",
-        b"abc\x00def",
+        f"qqzz\n{FORGED_PREFIX} ERROR rnn_sentiment.server: forged".encode(),
+        b"qqzz\x1b[2J\x1b[31mred",
+        b"qqzz\x00def",
     ]
     # A gRPC client sends these; 7,000 characters is about the most that fits gRPC's default 8 KiB
     # limit on a request's metadata along with the usual headers.
@@ -101,7 +101,7 @@ def test_hostile_request_ids_are_replaced_never_echoed_and_cannot_forge_log_line
     lines = log.splitlines()
     assert not any(line.startswith(FORGED_PREFIX) for line in lines), log
     assert not [c for c in log if not c.isprintable() and c != "\n"], "control characters reached the log"
-    assert "code=OK grpc_code" not in log and "rrrrrrrr" not in log and "abc" not in log
+    assert "code=OK grpc_code" not in log and "rrrrrrrr" not in log and "qqzz" not in log  # never hex, unlike "abc" (server-made ids are)
     replaced = [line for line in lines if "INVALID_ARGUMENT" in line and "request_id_replaced=True" in line]
     assert len(replaced) == len(raw_ids) + len(grpc_ids), log
     assert "grpc_server_handled_total" not in log  # and nothing ended INTERNAL on the way

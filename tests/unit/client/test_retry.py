@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from rnn_sentiment.client import AsyncSentimentClient, SentimentClient, SentimentError
+from rnn_sentiment.client.channel import DEFAULT_RETRY_POLICY
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
@@ -75,7 +76,7 @@ def test_retries_give_up_after_max_attempts(scripted: tuple[ScriptedSentimentSer
     with SentimentClient(target, timeout=10) as client:
         with pytest.raises(SentimentError) as failed:
             client.predict("good")
-    assert failed.value.code == "UNAVAILABLE" and service.calls == 4  # DEFAULT_RETRY_POLICY.max_attempts
+    assert failed.value.code == "UNAVAILABLE" and service.calls == DEFAULT_RETRY_POLICY.max_attempts == 5
 
 
 def test_resource_exhausted_and_retry_off_are_not_retried(scripted: tuple[ScriptedSentimentService, str]) -> None:
