@@ -243,7 +243,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from rnn_sentiment.model.training import train, train_config_from_args
+    from rnn_sentiment.model.training import train
+
+    from .train_command import train_config_from_args
 
     record = train(train_config_from_args(args), progress=not args.quiet)
     print(json.dumps(asdict(record), indent=2))
@@ -251,7 +253,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from rnn_sentiment.model.evaluation import run_eval_from_args
+    from .eval_command import run_eval_from_args
 
     return run_eval_from_args(args)
 
@@ -308,12 +310,12 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a model on SST-2 and write a checkpoint")
     if selected == "train":
-        _lazy_arguments("rnn_sentiment.model.training", "add_train_arguments")(train)
+        _lazy_arguments("rnn_sentiment.cli.train_command", "add_train_arguments")(train)
     train.set_defaults(action=cmd_train)
 
     evaluate = commands.add_parser("eval", help="evaluate a checkpoint on SST-2 dev")
     if selected == "eval":
-        _lazy_arguments("rnn_sentiment.model.evaluation", "add_eval_arguments")(evaluate)
+        _lazy_arguments("rnn_sentiment.cli.eval_command", "add_eval_arguments")(evaluate)
     evaluate.set_defaults(action=cmd_eval)
     return parser
 

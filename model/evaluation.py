@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, LoadedModel, load_checkpoint
-from .data import Example, read_sst_tsv
+from .checkpoint import LoadedModel
+from .data import Example
 from .inference import encode_tokens, predict_encoded
 from .metrics import classification_metrics, expected_calibration_error
 
-__all__ = ["EvaluationReport", "SubsetAccuracy", "evaluate", "score_predictions", "format_report", "add_eval_arguments", "run_eval_from_args"]
+__all__ = ["EvaluationReport", "SubsetAccuracy", "evaluate", "score_predictions", "format_report"]
 
 
 # Sentence-length buckets (tokens) for the accuracy breakdown: recurrent nets lose more on long ones.
@@ -118,42 +114,3 @@ def format_report(report: EvaluationReport) -> str:
         lines += ["", "accuracy by subset"]
         lines += [f"  {s.name:<18} {s.accuracy:.4f}  ({s.count} sentences)" for s in report.subsets]
     return "\n".join(lines)
-
-
-def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags for `rnn-sentiment eval`."""
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint", help="evaluate this checkpoint directory in-process")
-    source.add_argument("--target", help="evaluate a running server (host:port) over gRPC instead")
-    parser.add_argument("--model", default="", help="with --target: the model name (default: the server's default)")
-    parser.add_argument("--texts-per-call", type=int, default=32,
-                        help="with --target: texts per Predict call, at most the server's limit (default: %(default)s)")
-    parser.add_argument("--data", default="../shared/data/sst2",
-                        help="a TSV file, or a directory holding SPLIT.tsv (default: %(default)s)")
-    parser.add_argument("--split", default="dev", help="file name in --data without .tsv (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-
-
-def run_eval_from_args(args: argparse.Namespace) -> int:
-    """Run `rnn-sentiment eval`; return the process exit code (2 for a bad checkpoint or path)."""
-    data = Path(args.data)
-    path = data / f"{args.split}.tsv" if data.is_dir() else data
-    if args.target:
-        # Imported here: the model layer itself never depends on the client.
-        from rnn_sentiment.cli.remote_eval import run_remote_eval
-
-        return run_remote_eval(args.target, args.model, path, args.json, args.texts_per_call)
-    try:
-        loaded = load_checkpoint(args.checkpoint)
-        examples = read_sst_tsv(path)
-    except (CheckpointError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    report = evaluate(loaded, examples)
-    if args.json:
-        print(json.dumps({"checkpoint": loaded.name, "version": loaded.version,
-                          "sha256": loaded.sha256, "data": str(path), **report.to_dict()}))
-    else:
-        print(f"{loaded.name} {loaded.version} ({loaded.sha256[:12]}) on {path}")
-        print(format_report(report))
-    return 0

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from rnn_sentiment.cli.train_command import add_train_arguments, train_config_from_args
 from rnn_sentiment.model.checkpoint import load_checkpoint
 from rnn_sentiment.model.data import Example, read_sst_tsv
 from rnn_sentiment.model.data import length_bucketed_batches
@@ -13,8 +14,7 @@ from rnn_sentiment.model.distillation import OnlineTeachers, distillation_loss, 
 from rnn_sentiment.model.inference import EncodedText, padded_batch
 from rnn_sentiment.model.subwords import subword_ids
 from rnn_sentiment.model.vocabulary import UNK_ID, Vocabulary
-from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, train,
-                                          train_config_from_args)
+from rnn_sentiment.model.training import TrainConfig, train
 
 from test_model_training import tiny_config, write_tsv
 

@@ -7,11 +7,12 @@ import torch
 from safetensors.torch import load_file
 
 from rnn_sentiment.model.checkpoint import load_checkpoint
-from rnn_sentiment.model.evaluation import add_eval_arguments, evaluate, run_eval_from_args
+from rnn_sentiment.cli.eval_command import add_eval_arguments, run_eval_from_args
+from rnn_sentiment.cli.train_command import add_train_arguments, train_config_from_args
 from rnn_sentiment.model.data import read_sst_tsv
+from rnn_sentiment.model.evaluation import evaluate
 from rnn_sentiment.model.inference import encode_texts, predict_encoded
-from rnn_sentiment.model.training import (TrainConfig, add_train_arguments, adversarial_loss, train,
-                                          train_config_from_args)
+from rnn_sentiment.model.training import TrainConfig, adversarial_loss, train
 
 POSITIVE = "great fun moving smart charming".split()
 NEGATIVE = "boring dull bad tedious awful".split()
