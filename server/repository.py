@@ -11,10 +11,9 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable, TypeVar
+from typing import AsyncIterator
 
 import torch
 
@@ -35,8 +34,6 @@ log = logging.getLogger(__name__)
 
 PREFERRED_DEFAULT = "sst2-gru"
 WARM_UP_TEXT = "a warm-up sentence ."
-
-T = TypeVar("T")
 
 
 def resolve_device(requested: str) -> str:
@@ -88,19 +85,6 @@ class ServedModel:
     @property
     def name(self) -> str:
         return self.loaded.name
-
-    async def run_exclusive(self, kind: str, work: Callable[[], T]) -> T:
-        """Run `work` on the model thread (between batches) and time it as `kind`."""
-
-        def timed() -> T:
-            started = time.perf_counter()
-            try:
-                return work()
-            finally:
-                self.metrics.model_seconds.labels(self.name, kind).observe(time.perf_counter() - started)
-
-        async with self.hold():
-            return await self.model_thread.run(timed)
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:

@@ -212,7 +212,12 @@ def test_retiring_an_old_version_does_not_wait_for_its_running_work(tmp_path: Pa
         repository.start()
         reloader = ModelReloader(repository, metrics, models)
         old = repository.resolve("sst2-gru")
-        busy = asyncio.ensure_future(old.run_exclusive("trace", release.wait))  # a long Trace stand-in
+
+        async def long_trace() -> bool:  # a stand-in: a held version, busy on its model thread
+            async with old.hold():
+                return await old.model_thread.run(release.wait)
+
+        busy = asyncio.ensure_future(long_trace())
         set_config(gru, version="2.0.0")
         safety.start()
         reload = asyncio.ensure_future(reloader.reload_all("SIGHUP"))
