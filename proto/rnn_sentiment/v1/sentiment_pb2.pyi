@@ -264,3 +264,63 @@ class ListModelsResponse(_message.Message):
     MODELS_FIELD_NUMBER: _ClassVar[int]
     models: _containers.RepeatedCompositeFieldContainer[ModelInfo]
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ...) -> None: ...
+
+class StreamSentimentRequest(_message.Message):
+    __slots__ = ("text", "model", "include_steps")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_STEPS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    model: str
+    include_steps: bool
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_steps: _Optional[bool] = ...) -> None: ...
+
+class StreamSentimentResponse(_message.Message):
+    __slots__ = ("prediction", "steps", "model", "model_version", "final")
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    steps: _containers.RepeatedCompositeFieldContainer[TraceStep]
+    model: str
+    model_version: str
+    final: bool
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
+
+class StreamPredictRequest(_message.Message):
+    __slots__ = ("request", "id")
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    request: PredictRequest
+    id: str
+    def __init__(self, request: _Optional[_Union[PredictRequest, _Mapping]] = ..., id: _Optional[str] = ...) -> None: ...
+
+class StreamPredictResponse(_message.Message):
+    __slots__ = ("id", "response", "error")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    response: PredictResponse
+    error: StreamError
+    def __init__(self, id: _Optional[str] = ..., response: _Optional[_Union[PredictResponse, _Mapping]] = ..., error: _Optional[_Union[StreamError, _Mapping]] = ...) -> None: ...
+
+class StreamError(_message.Message):
+    __slots__ = ("code", "message", "field_violations")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    field_violations: _containers.RepeatedCompositeFieldContainer[FieldViolation]
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., field_violations: _Optional[_Iterable[_Union[FieldViolation, _Mapping]]] = ...) -> None: ...
+
+class FieldViolation(_message.Message):
+    __slots__ = ("field", "description")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...

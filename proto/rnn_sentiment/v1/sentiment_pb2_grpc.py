@@ -55,6 +55,16 @@ class SentimentServiceStub:
                 request_serializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.StreamSentiment = channel.stream_stream(
+                '/rnn_sentiment.v1.SentimentService/StreamSentiment',
+                request_serializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamSentimentRequest.SerializeToString,
+                response_deserializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamSentimentResponse.FromString,
+                _registered_method=True)
+        self.StreamPredict = channel.stream_stream(
+                '/rnn_sentiment.v1.SentimentService/StreamPredict',
+                request_serializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamPredictRequest.SerializeToString,
+                response_deserializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamPredictResponse.FromString,
+                _registered_method=True)
 
 
 class SentimentServiceServicer:
@@ -91,6 +101,25 @@ class SentimentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamSentiment(self, request_iterator, context):
+        """Live sentiment for text that arrives in pieces (typing, a transcript): send the text chunk
+        by chunk and get the running prediction after each chunk. The network keeps its hidden
+        state for the stream's lifetime, so each chunk costs only its own words. After the last
+        chunk the prediction equals Predict's on the whole text. Unidirectional models only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamPredict(self, request_iterator, context):
+        """Independent Predict requests pipelined over one stream: each request is validated, batched
+        and answered exactly as the unary Predict, in request order; a bad request gets an error
+        response and the stream goes on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SentimentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +142,16 @@ def add_SentimentServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.ListModelsRequest.FromString,
                     response_serializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'StreamSentiment': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamSentiment,
+                    request_deserializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamSentimentRequest.FromString,
+                    response_serializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamSentimentResponse.SerializeToString,
+            ),
+            'StreamPredict': grpc.stream_stream_rpc_method_handler(
+                    servicer.StreamPredict,
+                    request_deserializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamPredictRequest.FromString,
+                    response_serializer=rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamPredictResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +263,60 @@ class SentimentService:
             '/rnn_sentiment.v1.SentimentService/ListModels',
             rnn__sentiment_dot_v1_dot_sentiment__pb2.ListModelsRequest.SerializeToString,
             rnn__sentiment_dot_v1_dot_sentiment__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSentiment(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rnn_sentiment.v1.SentimentService/StreamSentiment',
+            rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamSentimentRequest.SerializeToString,
+            rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamSentimentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamPredict(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/rnn_sentiment.v1.SentimentService/StreamPredict',
+            rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamPredictRequest.SerializeToString,
+            rnn__sentiment_dot_v1_dot_sentiment__pb2.StreamPredictResponse.FromString,
             options,
             channel_credentials,
             insecure,
