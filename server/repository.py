@@ -86,6 +86,11 @@ class ServedModel:
     def name(self) -> str:
         return self.loaded.name
 
+    @property
+    def max_tokens(self) -> int:
+        """The most tokens this model reads of one text; the rest is dropped (truncated)."""
+        return self.loaded.config.max_tokens
+
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
         """Keep this version's model thread running until the block ends, even once a reload has

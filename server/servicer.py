@@ -148,13 +148,13 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     def _encode(self, served: ServedModel, texts: list[str], field_prefix: str | None) -> list[EncodedText]:
         loaded = served.loaded
         try:
-            return encode_texts(texts, loaded.vocab, loaded.config.max_tokens)
+            return encode_texts(texts, loaded.vocab, served.max_tokens)
         except ValueError:
             # Validation already refused blank texts; this is text whose every character the
             # tokenizer drops. Name the first such text.
             for i, text in enumerate(texts):
                 try:
-                    encode_texts([text], loaded.vocab, loaded.config.max_tokens)
+                    encode_texts([text], loaded.vocab, served.max_tokens)
                 except ValueError:
                     raise tokens_violation(f"{field_prefix}[{i}]" if field_prefix else "text") from None
             raise
