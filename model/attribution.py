@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .cells import cell_kind
 from .network import EncodedSequence, RecurrentState, SentimentRNN
 
 __all__ = [
@@ -57,7 +58,7 @@ def recurrent_macs_per_token(network: SentimentRNN) -> int:
     """Multiply-accumulates of one row's recurrence per token, every layer and direction:
     what a trace's slices are budgeted in (the recurrence dominates every attribution)."""
     config = network.config
-    gates = {"rnn": 1, "gru": 3, "lstm": 4}[config.cell]
+    gates = len(cell_kind(config.cell).gates)
     size = config.hidden_size
     directions = config.num_directions
     inputs = [config.embedding_dim] + [size * directions] * (config.num_layers - 1)

@@ -9,12 +9,10 @@ real network's state_dict for every architecture, so the two cannot drift apart.
 
 from __future__ import annotations
 
+from .cells import cell_kind
 from .config import ModelConfig
 
-__all__ = ["GATES", "expected_state_shapes"]
-
-# Stacked gate blocks in torch's recurrent weights: W_ih is [GATES * H, input], W_hh [GATES * H, H].
-GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+__all__ = ["expected_state_shapes"]
 
 
 def expected_state_shapes(config: ModelConfig, vocab_size: int) -> dict[str, tuple[int, ...]]:
@@ -24,7 +22,7 @@ def expected_state_shapes(config: ModelConfig, vocab_size: int) -> dict[str, tup
     shapes: dict[str, tuple[int, ...]] = {"embedding.weight": (vocab_size, embedding)}
     if config.subword_buckets:
         shapes["subword_embedding.weight"] = (config.subword_buckets + 1, embedding)  # + the padding row
-    rows = GATES[config.cell] * hidden
+    rows = len(cell_kind(config.cell).gates) * hidden  # W_ih is [G * H, input], W_hh [G * H, H]
     for layer in range(config.num_layers):
         inputs = embedding if layer == 0 else features
         for suffix in ("", "_reverse")[: config.num_directions]:

@@ -99,7 +99,7 @@ def test_equals_autograd_on_the_shipped_gru():
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_weights_changed_after_a_call_are_used(cell, vocab, tiny_network):
-    # The backward pass keeps a transposed copy of each recurrent weight; it must not go stale.
+    # Nothing derived from the weights (a transposed copy, a per-layer module) may outlive a call.
     network = sharp_network(tiny_network, len(vocab), cell=cell, num_layers=2)
     ids = torch.tensor(vocab.encode(TEXT.split()))
     before = replayed_gradient_x_input(network, ids, 1)

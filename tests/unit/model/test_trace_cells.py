@@ -135,8 +135,8 @@ def test_trace_steps_carry_cells_change_and_attention(settings, vocab, tiny_netw
 
 
 def test_replay_follows_a_weight_tensor_replaced_after_the_first_replay(vocab, tiny_network):
-    """The per-layer modules are cached per network; a replaced (not updated in place) weight
-    must not leave the replay on the old one."""
+    """A replaced (not updated in place) weight, e.g. load_state_dict(assign=True), must not leave
+    the replay on the old one."""
     network = tiny_network(len(vocab), cell="gru")
     ids = torch.tensor(vocab.encode(TEXT.split()))  # [T]
     before = replay_cells(network, ids)[0].hidden
