@@ -1,15 +1,12 @@
 """Which runtime executes Predict's forward: ONNX Runtime, in runs of texts of similar length, or PyTorch.
 
-Measured on the shipped GRU 256 with one CPU thread (`make bench`: ceiling B runs both
-executors; bench/results/serving.md): ONNX Runtime's fused recurrent kernels run a batch of one
-text about 3× faster than PyTorch's CPU GRU, whose per-step operator overhead dominates small
-batches. A run of ONNX Runtime works every text to the longest one's length (its sequence_lens
-keep padding out of the answers, not out of the work), so one run of a mixed-length batch lost
-to PyTorch's packed sequences from 16 texts up. Sorted by length and cut into runs of similar
-length (`length_runs`), the same texts ran faster on ONNX Runtime at every batch size measured
-(SST-2-like lengths, µs of one thread per text, PyTorch / one run / length runs: 205 / 253 / 131
-at 16 texts, 157 / 257 / 130 at 64, 138 / 262 / 118 at 128; on 2 threads 90 / – / 75 at 128).
-So `auto` runs every batch on ONNX Runtime on CPU, in length runs of at most `onnx_max_batch`
+ONNX Runtime's fused recurrent kernels run a small batch several times faster than PyTorch's
+CPU GRU, whose per-step operator overhead dominates small batches. A run of ONNX Runtime works
+every text to the longest one's length (its sequence_lens keep padding out of the answers, not
+out of the work), so one run of a mixed-length batch loses to PyTorch's packed sequences on
+large batches. Sorted by length and cut into runs of similar length (`length_runs`), the same
+texts ran faster on ONNX Runtime at every batch size measured (the table in docs/performance.md,
+from `make bench`'s ceiling B). So `auto` runs every batch on ONNX Runtime on CPU, in length runs of at most `onnx_max_batch`
 texts, and PyTorch serves only where ONNX Runtime cannot (GPU, or a session that failed its check).
 
 ONNX Runtime is a second executor of the same weights, not a second model: the graph is built
@@ -25,11 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .checkpoint import LoadedModel
+from .config import BACKENDS  # defined beside the other choices, where no torch is imported
 from .inference import (
     EncodedText,
     PredictionResult,
@@ -41,10 +40,10 @@ from .trace import StepStates
 from .vocabulary import PAD_ID, UNK_ID
 
 __all__ = ["BACKENDS", "AGREEMENT_TOLERANCE", "AGREEMENT_PROBE_LENGTHS", "DEFAULT_ONNX_MAX_BATCH",
-           "MAX_ONNX_SUBWORD_SLOTS", "PADDING_SLACK",
-           "OnnxForward", "Predictor", "length_runs", "make_predictor", "padded_arrays", "padded_subword_array"]
+           "DEFAULT_STREAM_MAX_BATCH", "MAX_ONNX_SUBWORD_SLOTS", "PADDING_SLACK",
+           "OnnxForward", "OnnxRecurrence", "Predictor", "length_runs", "make_predictor", "make_stream_recurrence",
+           "padded_arrays", "padded_subword_array"]
 
-BACKENDS = ("auto", "torch", "onnxruntime")
 AGREEMENT_TOLERANCE = 1e-5  # max |p_onnx − p_torch| over a probe batch
 # The probe batch's text lengths, fixed: the recurrence is the same step at every position, so a
 # few short texts of different lengths exercise the graph, padding included. Never max_tokens,
@@ -54,12 +53,18 @@ AGREEMENT_PROBE_LENGTHS = tuple(range(1, 9))
 # batch); above this many n-gram slots (B·T·K; 64 MB of gathered float32 at E = 256) a batch runs
 # on torch, whose EmbeddingBag never materialises it. Ordinary batches hold a few hundred.
 MAX_ONNX_SUBWORD_SLOTS = 65_536
-# Most texts in one ONNX Runtime run. Texts of one length ran 3% faster per text in runs of 16
-# than of 8 (168 against 173 µs at 19 tokens, one thread).
+# Most texts in one ONNX Runtime run: runs of 16 were faster per text than runs of 8
+# (docs/performance.md).
 DEFAULT_ONNX_MAX_BATCH = 16
+# Most stream sessions in one ONNX Runtime run of the recurrence: streams mostly send a word or
+# two, so a run is one or two steps of a wide batch (bench/stream_cost.py).
+DEFAULT_STREAM_MAX_BATCH = 1024
 # A length run closes before its padded token slots exceed this many times its texts' own tokens.
 # 1.1 to 1.5 measured within noise of each other, all far ahead of one run per batch.
 PADDING_SLACK = 1.25
+
+if TYPE_CHECKING:
+    from .streaming import RecurrenceResult
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +84,7 @@ class OnnxForward:
             layer_states_output,
         )
 
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = threads  # the same budget torch gets per worker
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not requests
-        model = build_onnx_model(loaded.network)
-        self._session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                                     providers=["CPUExecutionProvider"])
+        self._session = _onnx_session(build_onnx_model(loaded.network), threads)
         self._inputs = (INPUT_IDS, INPUT_LENGTHS)
         self._subwords_input = INPUT_SUBWORDS
         # With sub-words the graph always takes n-gram ids; one padding column when none are needed.
@@ -128,6 +126,18 @@ class OnnxForward:
             layers=[torch.from_numpy(y).permute(2, 0, 1, 3).reshape(1, steps, -1) for y in layers],  # [1, T, D*H]
             probabilities=torch.from_numpy(probabilities[0]),  # [C]
         )
+
+
+def _onnx_session(model, threads: int):
+    """A CPU ONNX Runtime session of `model` (an onnx.ModelProto) on `threads` threads."""
+    import onnxruntime  # the server extra installs it; imported here so torch-only use never needs it
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads  # the same budget torch gets per worker
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not requests
+    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 @dataclass(frozen=True)
@@ -269,3 +279,129 @@ def _disagreement(loaded: LoadedModel, onnx: OnnxForward) -> float:
     actual = onnx.probabilities(token_ids.numpy(), lengths_tensor.numpy(),
                                 subword_ids.numpy() if subword_ids is not None else None)
     return float(np.abs(actual - expected).max())
+
+
+class OnnxRecurrence:
+    """An ONNX Runtime session of a stream's step (onnx_export.build_onnx_recurrence): chunks of ids
+    and every layer's states before them -> the top layer's outputs and every layer's states after."""
+
+    def __init__(self, loaded: LoadedModel, threads: int, max_batch: int = DEFAULT_STREAM_MAX_BATCH) -> None:
+        from .onnx_export import (
+            INPUT_IDS, INPUT_LENGTHS, INPUT_SUBWORDS, build_onnx_recurrence, final_c_output, final_h_output,
+            initial_c_input, initial_h_input, layer_states_output,
+        )
+
+        config = loaded.config
+        self._session = _onnx_session(build_onnx_recurrence(loaded.network), threads)
+        self.max_batch = max_batch
+        self.subword_pad: int | None = config.subword_buckets or None
+        self._ids, self._lengths, self._subwords = INPUT_IDS, INPUT_LENGTHS, INPUT_SUBWORDS
+        layers = range(config.num_layers)
+        self._lstm = config.cell == "lstm"
+        self._initial_h = [initial_h_input(layer) for layer in layers]
+        self._initial_c = [initial_c_input(layer) for layer in layers] if self._lstm else []
+        self._outputs = ([layer_states_output(config.num_layers - 1)] + [final_h_output(layer) for layer in layers]
+                         + ([final_c_output(layer) for layer in layers] if self._lstm else []))
+
+    def run(self, token_ids: np.ndarray, lengths: np.ndarray, subword_ids: np.ndarray | None,
+            hidden: np.ndarray, cell: np.ndarray | None) -> RecurrenceResult:
+        """token_ids [B, T] int64, lengths [B] (each >= 1), subword_ids [B, T, K] or None, hidden and
+        cell [L, B, H] float32 -> streaming.RecurrenceResult, in runs of similar length."""
+        from .streaming import RecurrenceResult  # here: streaming.py imports this module when it builds a stepper
+
+        batch, steps = token_ids.shape
+        size = hidden.shape[-1]
+        if batch <= self.max_batch and int(lengths.min()) == steps:  # one length: one run, no scatter
+            outputs, final_h, final_c = self._run(token_ids, lengths, subword_ids, hidden, cell)
+        else:
+            outputs = np.zeros((batch, steps, size), dtype=np.float32)  # [B, T, H]
+            final_h = np.empty_like(hidden)
+            final_c = np.empty_like(cell) if cell is not None else None
+            for run in length_runs(lengths.tolist(), self.max_batch):
+                rows = np.asarray(run)
+                width = int(lengths[rows].max())
+                part = self._run(token_ids[rows, :width], lengths[rows],
+                                 subword_ids[rows, :width] if subword_ids is not None else None,
+                                 hidden[:, rows], cell[:, rows] if cell is not None else None)
+                outputs[rows, :width] = part[0]
+                final_h[:, rows] = part[1]
+                if final_c is not None:
+                    final_c[:, rows] = part[2]
+        return RecurrenceResult(outputs=torch.from_numpy(outputs), hidden=torch.from_numpy(final_h),
+                                cell=torch.from_numpy(final_c) if final_c is not None else None)
+
+    def _run(self, token_ids: np.ndarray, lengths: np.ndarray, subword_ids: np.ndarray | None,
+             hidden: np.ndarray, cell: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        feeds = {self._ids: np.ascontiguousarray(token_ids), self._lengths: lengths.astype(np.int32)}
+        if self.subword_pad is not None:
+            if subword_ids is None:
+                subword_ids = np.full((*token_ids.shape, 1), self.subword_pad, dtype=np.int64)  # [B, T, 1]
+            feeds[self._subwords] = np.ascontiguousarray(subword_ids)
+        for layer, name in enumerate(self._initial_h):
+            feeds[name] = np.ascontiguousarray(hidden[layer:layer + 1], dtype=np.float32)  # [1, B, H]
+        for layer, name in enumerate(self._initial_c):
+            assert cell is not None
+            feeds[name] = np.ascontiguousarray(cell[layer:layer + 1], dtype=np.float32)
+        top, *finals = self._session.run(self._outputs, feeds)
+        layers = len(self._initial_h)
+        outputs = top[:, 0].transpose(1, 0, 2)  # [T, 1, B, H] -> [B, T, H]
+        final_h = np.concatenate(finals[:layers])  # [L, B, H]
+        final_c = np.concatenate(finals[layers:]) if self._lstm else None
+        return outputs, final_h, final_c
+
+
+def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int,
+                           max_batch: int | None = None) -> OnnxRecurrence | None:
+    """The ONNX Runtime recurrence a StreamStepper runs on, or None for torch; chosen as make_predictor
+    chooses (auto: ONNX Runtime on CPU when installed and agreeing with torch to AGREEMENT_TOLERANCE
+    on a probe; onnxruntime: anything that keeps it from serving is a ValueError)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"invalid backend {backend!r}; options are {list(BACKENDS)}")
+    if backend == "torch":
+        return None
+    insist = backend == "onnxruntime"
+    if loaded.device.type != "cpu":
+        if insist:
+            raise ValueError(f"backend onnxruntime runs on CPU only; the model is on {loaded.device}")
+        return None
+    try:
+        recurrence = OnnxRecurrence(loaded, threads, max_batch or DEFAULT_STREAM_MAX_BATCH)
+    except ImportError as error:
+        if insist:
+            raise ValueError(f"backend onnxruntime needs the onnxruntime and onnx packages: {error}") from None
+        log.warning("model %s: ONNX Runtime is not installed (%s); streams step on torch", loaded.name, error)
+        return None
+    difference = _recurrence_disagreement(loaded, recurrence)
+    if not difference <= AGREEMENT_TOLERANCE:  # NaN compares False either way: it disagrees
+        message = (f"model {loaded.name}: ONNX Runtime and torch stream steps disagree by {difference:.2e} "
+                   f"(tolerance {AGREEMENT_TOLERANCE:.0e})")
+        if insist:
+            raise ValueError(message)
+        log.warning("%s; streams step on torch", message)
+        return None
+    return recurrence
+
+
+def _recurrence_disagreement(loaded: LoadedModel, recurrence: OnnxRecurrence) -> float:
+    """Max |onnx − torch| over the outputs and final states of a probe batch from random states."""
+    from .streaming import torch_recurrence
+
+    generator = torch.Generator().manual_seed(0)
+    config = loaded.config
+    lengths = np.array(AGREEMENT_PROBE_LENGTHS, dtype=np.int64)
+    token_ids = np.full((len(lengths), int(lengths.max())), PAD_ID, dtype=np.int64)  # [B, T]
+    for row, length in enumerate(lengths):
+        token_ids[row, :length] = torch.randint(1, len(loaded.vocab), (int(length),), generator=generator).numpy()
+    shape = (config.num_layers, len(lengths), config.hidden_size)
+    hidden = torch.rand(shape, generator=generator) * 2 - 1  # [L, B, H] a state in tanh's range
+    cell = torch.rand(shape, generator=generator) * 2 - 1 if config.cell == "lstm" else None
+    with torch.inference_mode():
+        expected = torch_recurrence(loaded, token_ids, torch.from_numpy(lengths), None, hidden, cell)
+    actual = recurrence.run(token_ids, lengths, None, hidden.numpy(), cell.numpy() if cell is not None else None)
+    mask = torch.from_numpy(np.arange(token_ids.shape[1])[None, :] < lengths[:, None]).unsqueeze(-1)  # [B, T, 1]
+    differences = [((actual.outputs - expected.outputs.float().cpu()) * mask).abs().max(),
+                   (actual.hidden - expected.hidden.float().cpu()).abs().max()]
+    if cell is not None:
+        assert actual.cell is not None and expected.cell is not None
+        differences.append((actual.cell - expected.cell.float().cpu()).abs().max())
+    return float(max(differences))

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from . import pooling
+from .cells import cell_kind
 from .config import ModelConfig
 from .vocabulary import PAD_ID, UNK_ID
 
@@ -37,19 +39,17 @@ class RNNOutput:
 
 
 class AdditiveAttention(nn.Module):
-    """Score each step with v^T tanh(W h_t) (Bahdanau et al. 2015, arXiv:1409.0473), masked softmax."""
+    """Score each step with v^T tanh(W h_t) (Bahdanau et al. 2015, arXiv:1409.0473)."""
 
     def __init__(self, size: int) -> None:
         super().__init__()
         self.project = nn.Linear(size, size)
         self.score = nn.Linear(size, 1, bias=False)
 
-    def forward(self, outputs: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        scores = self.score(torch.tanh(self.project(outputs))).squeeze(-1)  # [B, T]
-        scores = scores.masked_fill(~mask, float("-inf"))  # [B, T] padding never gets weight
-        weights = torch.softmax(scores, dim=-1)  # [B, T]
-        pooled = torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)  # [B, H*D]
-        return pooled, weights
+    def forward(self, outputs: Tensor) -> Tensor:
+        """Each step's raw score [B, T] for outputs [B, T, H*D]; the softmax over them is the
+        "attention" pooling's (model/pooling.py), which also runs it chunk by chunk."""
+        return self.score(torch.tanh(self.project(outputs))).squeeze(-1)  # [B, T]
 
 
 class SentimentRNN(nn.Module):
@@ -88,12 +88,8 @@ class SentimentRNN(nn.Module):
             bidirectional=config.bidirectional,
             dropout=config.dropout if config.num_layers > 1 else 0.0,
         )
-        if config.cell == "rnn":
-            self.rnn: nn.RNNBase = nn.RNN(nonlinearity="tanh", **common)
-        elif config.cell == "gru":
-            self.rnn = nn.GRU(**common)
-        else:
-            self.rnn = nn.LSTM(**common)
+        # The cell's torch module (model/cells.py holds its gate layout and step equations).
+        self.rnn: nn.RNNBase = cell_kind(config.cell).module(**common)
         features = config.hidden_size * config.num_directions
         self.attention = AdditiveAttention(features) if config.pooling == "attention" else None
         self.dropout = nn.Dropout(config.dropout)
@@ -241,8 +237,7 @@ class SentimentRNN(nn.Module):
         states (attention [1, T]: the full text's weights, pooling "attention").
 
         Unidirectional, one pass suffices: the state after token t is the end state of prefix t,
-        and each pooling has a running form (cumulative mean, cumulative max, attention masked
-        to the prefix). A backward direction depends on the suffix, so bidirectional networks
+        and each pooling has a running form (model/pooling.py). A backward direction depends on the suffix, so bidirectional networks
         run all T prefixes as one padded batch.
         """
         steps = token_ids.shape[0]
@@ -271,44 +266,15 @@ class SentimentRNN(nn.Module):
         """
         if self.config.bidirectional:
             raise ValueError("prefix_logits needs a unidirectional network: a backward state depends on the suffix")
-        steps = outputs.shape[0]
-        attention = None
-        pooling = self.config.pooling
-        if pooling == "last":
-            pooled = outputs  # [T, H] the end state of each prefix (top layer)
-        elif pooling == "mean":
-            counts = torch.arange(1, steps + 1, device=outputs.device, dtype=outputs.dtype).unsqueeze(-1)  # [T, 1]
-            pooled = outputs.cumsum(dim=0) / counts  # [T, H]
-        elif pooling == "max":
-            pooled = outputs.cummax(dim=0).values  # [T, H]
-        else:
-            assert self.attention is not None
-            mask = torch.ones(steps, steps, dtype=torch.bool, device=outputs.device).tril()  # [T, T] prefix t
-            pooled, weights = self.attention(outputs.unsqueeze(0).expand(steps, -1, -1), mask)  # [T, H], [T, T]
-            attention = weights[-1:]  # [1, T]
+        pooled, attention = pooling.pool_prefixes(self.config.pooling, outputs, self.attention)  # [T, H], [1, T] | None
         return self.classifier(self.dropout(pooled)) / self.config.temperature, attention  # [T, C]
 
     def _pool(self, encoded: EncodedSequence, lengths: Tensor) -> tuple[Tensor, Tensor | None]:
-        outputs = encoded.outputs  # [B, T, H*D]
-        pooling = self.config.pooling
-        if pooling == "last":
+        ends = None
+        if self.config.pooling == "last":
             # The top layer's final state per direction: for the forward direction the state
             # after the last real token, for the backward one the state after reading back to
             # the first. Unidirectional, this equals outputs[b, length-1].
             state = encoded.final_state[0] if isinstance(encoded.final_state, tuple) else encoded.final_state
-            top = state[-self.config.num_directions:]  # [D, B, H]
-            return torch.cat(list(top), dim=-1), None  # [B, H*D]
-        mask = _length_mask(lengths, outputs.shape[1], outputs.device)  # [B, T]
-        if pooling == "mean":
-            counts = lengths.to(outputs.device, outputs.dtype).unsqueeze(-1)  # [B, 1]
-            return outputs.sum(dim=1) / counts, None  # [B, H*D] padding rows are zeros
-        if pooling == "max":
-            masked = outputs.masked_fill(~mask.unsqueeze(-1), float("-inf"))  # [B, T, H*D]
-            return masked.max(dim=1).values, None  # [B, H*D]
-        assert self.attention is not None
-        return self.attention(outputs, mask)  # [B, H*D], [B, T]
-
-
-def _length_mask(lengths: Tensor, steps: int, device: torch.device) -> Tensor:
-    positions = torch.arange(steps, device=device).unsqueeze(0)  # [1, T]
-    return positions < lengths.to(device).unsqueeze(1)  # [B, T] True at real tokens
+            ends = torch.cat(list(state[-self.config.num_directions:]), dim=-1)  # [D, B, H] -> [B, H*D]
+        return pooling.pool(self.config.pooling, encoded.outputs, lengths, self.attention, ends)  # [B, H*D], [B, T] | None

@@ -6,10 +6,10 @@ at its own length exactly as pack_padded_sequence makes PyTorch do, and Y_h is t
 each row's last real token. Every architecture SentimentRNN builds is covered: rnn/gru/lstm,
 any layer count, bidirectional, pooling last/mean/max/attention.
 
-The weights are the module's own, re-stacked into ONNX's gate order (PyTorch GRU r,z,n ->
-ONNX z,r,h with linear_before_reset=1, which is PyTorch's r * (W_hn h + b_hn); LSTM i,f,g,o ->
-i,o,f,c). The graph is built in memory from the loaded module: no second artifact to ship or
-to drift from the checkpoint. Every layer's step states are outputs too (layer_states_output):
+The weights are the module's own, re-stacked into the gate order of the cell's ONNX operator,
+both orders named in model/cells.py (e.g. GRU r,z,n -> z,r,h with linear_before_reset=1). The
+graph is built in memory from the loaded module: no second artifact to ship or to drift from
+the checkpoint. Every layer's step states are outputs too (layer_states_output):
 a trace of a unidirectional network fetches its recurrence from them.
 """
 
@@ -20,10 +20,13 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from .cells import CellKind, cell_kind
 from .network import SentimentRNN
+from .pooling import POOLINGS_BY_NAME, OnnxPoolingInputs
 
 __all__ = ["INPUT_IDS", "INPUT_LENGTHS", "INPUT_SUBWORDS", "OUTPUT_PROBABILITIES", "OPSET", "build_onnx_model",
-           "layer_states_output"]
+           "build_onnx_recurrence", "layer_states_output", "initial_h_input", "initial_c_input", "final_h_output",
+           "final_c_output"]
 
 INPUT_IDS = "token_ids"  # [B, T] int64, padded with PAD_ID
 INPUT_LENGTHS = "lengths"  # [B] int32, each in [1, T]
@@ -39,15 +42,30 @@ def layer_states_output(layer: int) -> str:
 
     Every layer's Y is a graph output so that a trace can fetch the recurrence from the same
     kernels Predict runs. Predict, which fetches only the probabilities, does not pay for it:
-    the kernel writes Y anyway for the layer above or the pooling (GRU 256, one thread:
-    0.28 ms at 1 text and 3.5 ms at 16 with or without these outputs, 2026-11-29).
+    the kernel writes Y anyway for the layer above or the pooling (the same time with or without
+    these outputs: docs/performance.md).
     """
     return f"states_l{layer}"
 
 
-_ONNX_OP = {"rnn": "RNN", "gru": "GRU", "lstm": "LSTM"}
-# Row blocks of PyTorch's stacked gate weights, in the order ONNX wants them.
-_GATE_ORDER = {"rnn": [0], "gru": [1, 0, 2], "lstm": [0, 3, 1, 2]}
+def initial_h_input(layer: int) -> str:
+    """build_onnx_recurrence's input: layer `layer`'s state before the chunk [1, B, H]."""
+    return f"initial_h_l{layer}"
+
+
+def initial_c_input(layer: int) -> str:
+    """build_onnx_recurrence's input: layer `layer`'s LSTM cell state before the chunk [1, B, H]."""
+    return f"initial_c_l{layer}"
+
+
+def final_h_output(layer: int) -> str:
+    """build_onnx_recurrence's output: layer `layer`'s state after each row's last token [1, B, H]."""
+    return f"final_h_l{layer}"
+
+
+def final_c_output(layer: int) -> str:
+    """build_onnx_recurrence's output: layer `layer`'s LSTM cell state after each row's last token [1, B, H]."""
+    return f"final_c_l{layer}"
 
 
 class _Graph:
@@ -82,36 +100,46 @@ def _array(tensor: torch.Tensor) -> np.ndarray:
     return tensor.detach().to("cpu", torch.float32).numpy()
 
 
-def _reordered(weight: torch.Tensor, cell: str, size: int) -> np.ndarray:
-    blocks = weight.detach().split(size, dim=0)
-    return _array(torch.cat([blocks[i] for i in _GATE_ORDER[cell]], dim=0))
+def _reordered(weight: torch.Tensor, kind: CellKind) -> np.ndarray:
+    """A stacked weight or bias in the gate order of the cell's ONNX operator (model/cells.py)."""
+    return _array(kind.onnx_stacked(weight.detach()))
 
 
-def _recurrent_layers(graph: _Graph, network: SentimentRNN, sequence: str) -> tuple[str, str]:
-    """All recurrent layers on `sequence` [T, B, I]: (top outputs [T, B, D*H], top final h [D, B, H])."""
+def _recurrent_layers(graph: _Graph, network: SentimentRNN, sequence: str,
+                      carry_state: bool = False) -> tuple[str, str]:
+    """All recurrent layers on `sequence` [T, B, I]: (top outputs [T, B, D*H], top final h [D, B, H]).
+
+    carry_state: each layer starts from inputs initial_h_input(layer) (and initial_c_input for LSTM)
+    and its final states are the outputs final_h_output(layer) / final_c_output(layer)."""
     rnn = network.rnn
     config = network.config
     cell, size, directions = config.cell, config.hidden_size, config.num_directions
+    kind = cell_kind(cell)
     suffixes = ["", "_reverse"][:directions]
     flatten_last_two = graph.constant("shape_keep2", np.array([0, 0, -1], dtype=np.int64))
     final = ""
     for layer in range(config.num_layers):
-        def stacked(kind: str, layer: int = layer) -> np.ndarray:  # both directions: [D, ...]
-            return np.stack([_reordered(getattr(rnn, f"{kind}_l{layer}{s}"), cell, size) for s in suffixes])
+        def stacked(name: str, layer: int = layer) -> np.ndarray:  # both directions: [D, ...]
+            return np.stack([_reordered(getattr(rnn, f"{name}_l{layer}{s}"), kind) for s in suffixes])
 
         w, r = stacked("weight_ih"), stacked("weight_hh")  # [D, G*H, I], [D, G*H, H]
         if rnn.bias:
             b = np.concatenate([stacked("bias_ih"), stacked("bias_hh")], axis=1)  # [D, 2*G*H]
         else:
             b = np.zeros((directions, 2 * w.shape[1]), dtype=np.float32)
-        attrs: dict = {"hidden_size": size, "direction": "bidirectional" if directions == 2 else "forward"}
-        if cell == "gru":
-            attrs["linear_before_reset"] = 1
-        elif cell == "rnn":
-            attrs["activations"] = ["Tanh"] * directions
+        attrs: dict = {"hidden_size": size, "direction": "bidirectional" if directions == 2 else "forward",
+                       **kind.onnx_attributes}
+        if kind.onnx_activations:
+            attrs["activations"] = list(kind.onnx_activations) * directions
         inputs = [sequence, graph.constant("W", w), graph.constant("R", r), graph.constant("B", b), INPUT_LENGTHS]
-        names = [layer_states_output(layer)] + [graph.name(f"{cell}_l{layer}") for _ in range(2 if cell == "lstm" else 1)]
-        outputs = graph.op(_ONNX_OP[cell], inputs, names=names, **attrs)
+        names = [layer_states_output(layer)] + [graph.name(f"{cell}_l{layer}") for _ in range(2 if kind.has_memory else 1)]
+        if carry_state:
+            inputs.append(initial_h_input(layer))
+            names[1] = final_h_output(layer)
+            if kind.has_memory:
+                inputs.append(initial_c_input(layer))
+                names[2] = final_c_output(layer)
+        outputs = graph.op(kind.onnx_op, inputs, names=names, **attrs)
         y, final = outputs[0], outputs[1]  # Y [T, D, B, H], Y_h [D, B, H]
         # [T, D, B, H] -> [T, B, D, H] -> [T, B, D*H]: the next layer's input, directions concatenated.
         sequence = graph.one("Reshape", [graph.one("Transpose", [y], perm=[0, 2, 1, 3]), flatten_last_two])
@@ -146,51 +174,66 @@ def _length_mask(graph: _Graph) -> str:
 
 
 def _pooled(graph: _Graph, network: SentimentRNN, outputs: str, final: str) -> str:
-    """The pooled representation [B, D*H], as SentimentRNN._pool computes it."""
-    pooling = network.config.pooling
-    if pooling == "last":
-        # Y_h [D, B, H] -> [B, D, H] -> [B, D*H]: forward final then backward final, as torch.cat does.
-        return graph.one("Reshape", [graph.one("Transpose", [final], perm=[1, 0, 2]),
-                                     graph.constant("shape_flat", np.array([0, -1], dtype=np.int64))])
-    by_row = graph.one("Transpose", [outputs], perm=[1, 0, 2])  # [B, T, D*H]
-    mask = _length_mask(graph)  # [B, T]
-    if pooling == "attention":
-        attention = network.attention
-        assert attention is not None
-        projected = graph.one("Add", [graph.one("MatMul", [by_row, graph.constant("Wp", _array(attention.project.weight).T)]),
-                                      graph.constant("bp", _array(attention.project.bias))])  # [B, T, D*H]
-        scores = graph.one("MatMul", [graph.one("Tanh", [projected]),
-                                      graph.constant("v", _array(attention.score.weight).T)])  # [B, T, 1]
-        scores = graph.one("Squeeze", [scores, graph.constant("axis_last", np.array([-1], dtype=np.int64))])  # [B, T]
-        scores = graph.one("Where", [mask, scores, graph.constant("neg_inf", np.array(-np.inf, dtype=np.float32))])
-        weights = graph.one("Softmax", [scores], axis=-1)  # [B, T]
-        weights = graph.one("Unsqueeze", [weights, graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, 1, T]
-        return graph.one("Squeeze", [graph.one("MatMul", [weights, by_row]),
-                                     graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, D*H]
-    mask3 = graph.one("Unsqueeze", [mask, graph.constant("axis_last", np.array([-1], dtype=np.int64))])  # [B, T, 1]
-    if pooling == "max":
-        masked = graph.one("Where", [mask3, by_row, graph.constant("neg_inf", np.array(-np.inf, dtype=np.float32))])
-        return graph.one("ReduceMax", [masked], axes=[1], keepdims=0)  # [B, D*H]
-    # mean: padded steps must count as zero whatever the runtime leaves in Y there.
-    masked = graph.one("Where", [mask3, by_row, graph.constant("zero_f", np.array(0.0, dtype=np.float32))])
-    total = graph.one("ReduceSum", [masked, graph.constant("axis1", np.array([1], dtype=np.int64))], keepdims=0)
-    counts = graph.one("Unsqueeze", [graph.one("Cast", [INPUT_LENGTHS], to=TensorProto.FLOAT),
-                                     graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, 1]
-    return graph.one("Div", [total, counts])
+    """The pooled representation [B, D*H]: the network's pooling's own ONNX nodes (model/pooling.py)."""
+    # Y_h [D, B, H] -> [B, D, H] -> [B, D*H]: forward final then backward final, as torch.cat does.
+    ends = graph.one("Reshape", [graph.one("Transpose", [final], perm=[1, 0, 2]),
+                                 graph.constant("shape_flat", np.array([0, -1], dtype=np.int64))])
+    lengths = graph.one("Unsqueeze", [graph.one("Cast", [INPUT_LENGTHS], to=TensorProto.FLOAT),
+                                      graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, 1]
+    inputs = OnnxPoolingInputs(by_row=graph.one("Transpose", [outputs], perm=[1, 0, 2]),  # [B, T, D*H]
+                               mask=_length_mask(graph), lengths=lengths, ends=ends, attention=network.attention)
+    return POOLINGS_BY_NAME[network.config.pooling].onnx_nodes(graph, inputs)
 
 
-def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
-    """The Predict forward of `network` (eval mode: no dropout) as a checked ONNX model."""
+def _embedded_sequence(graph: _Graph, network: SentimentRNN) -> tuple[str, list[onnx.ValueInfoProto]]:
+    """Each token's input vector, time-major [T, B, E], and the graph inputs it reads."""
     if network.has_unfolded_subwords:
         raise ValueError("fold the known words' n-grams first (SentimentRNN.fold_known_subwords)")
-    graph = _Graph()
     embedded = graph.one("Gather", [graph.constant("embedding", _array(network.embedding.weight)), INPUT_IDS])  # [B, T, E]
     inputs = [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "steps"]),
               helper.make_tensor_value_info(INPUT_LENGTHS, TensorProto.INT32, ["batch"])]
     if network.subword_embedding is not None:
         embedded = graph.one("Add", [embedded, _subword_means(graph, network)])  # [B, T, E]
         inputs.append(helper.make_tensor_value_info(INPUT_SUBWORDS, TensorProto.INT64, ["batch", "steps", "ngrams"]))
-    sequence = graph.one("Transpose", [embedded], perm=[1, 0, 2])  # [T, B, E]: ONNX recurrences are time-major
+    return graph.one("Transpose", [embedded], perm=[1, 0, 2]), inputs  # [T, B, E]: ONNX recurrences are time-major
+
+
+def build_onnx_recurrence(network: SentimentRNN) -> onnx.ModelProto:
+    """A stream's step (unidirectional networks): the embedding and every recurrent layer from given
+    states, as a checked ONNX model. Inputs: Predict's graph's (ids, lengths >= 1, any n-grams) plus
+    initial_h_input(layer) [1, B, H] per layer (and initial_c_input for LSTM); outputs: the top layer's
+    step states layer_states_output(top) [T, 1, B, H] and final_h_output(layer) [1, B, H] per layer
+    (final_c_output for LSTM). The pooling and classifier run on torch from a running carry
+    (model/pooling.py), since they must go on from the chunks before."""
+    config = network.config
+    if config.bidirectional:
+        raise ValueError("a stream's step needs a unidirectional network: a backward state depends on the words not yet sent")
+    graph = _Graph()
+    sequence, inputs = _embedded_sequence(graph, network)
+    _recurrent_layers(graph, network, sequence, carry_state=True)
+    state = [1, "batch", config.hidden_size]
+    kinds = [(initial_h_input, final_h_output)] + ([(initial_c_input, final_c_output)]
+                                                   if cell_kind(config.cell).has_memory else [])
+    outputs = [helper.make_tensor_value_info(layer_states_output(config.num_layers - 1), TensorProto.FLOAT,
+                                             ["steps", 1, "batch", config.hidden_size])]
+    for layer in range(config.num_layers):
+        for initial, final in kinds:
+            inputs.append(helper.make_tensor_value_info(initial(layer), TensorProto.FLOAT, state))
+            outputs.append(helper.make_tensor_value_info(final(layer), TensorProto.FLOAT, state))
+    model = helper.make_model(
+        helper.make_graph(graph.nodes, f"{config.cell}_stream_step", inputs=inputs, outputs=outputs,
+                          initializer=graph.initializers),
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="rnn-sentiment",
+    )
+    onnx.checker.check_model(model)
+    return model
+
+
+def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
+    """The Predict forward of `network` (eval mode: no dropout) as a checked ONNX model."""
+    graph = _Graph()
+    sequence, inputs = _embedded_sequence(graph, network)
     outputs, final = _recurrent_layers(graph, network, sequence)
     pooled = _pooled(graph, network, outputs, final)
     logits = graph.one("Gemm", [pooled, graph.constant("classifier_w", _array(network.classifier.weight)),

@@ -17,6 +17,7 @@ from .checkpoint import LoadedModel
 from .config import ModelConfig
 from .inference import EncodedText, PredictionResult, encode_texts, positive_index, to_prediction
 from .replay_backward import replayed_gradient_x_input_slices
+from .step_measures import hidden_and_change_norms
 from .subwords import subword_array
 
 __all__ = [
@@ -62,8 +63,8 @@ class TraceOptions:
     all_layers: bool = False  # cells of every layer, not just the top one
     memory: bool = False  # the memory profile: one backward pass per hidden unit, batched
     # TraceStep.hidden filled; False leaves it empty for a caller that will not send it (the
-    # server, unless include_hidden_states): turning T × H floats into Python lists is ~0.08 ms
-    # of a 20-word GRU 256 trace. Norms and everything else are computed either way.
+    # server, unless include_hidden_states): turning T × H floats into Python lists is work it
+    # would throw away (docs/performance.md). Norms and everything else are computed either way.
     hidden_states: bool = True
 
     def validate(self) -> TraceOptions:
@@ -196,10 +197,7 @@ def trace_slices(loaded: LoadedModel, encoded: EncodedText, options: TraceOption
         zero = torch.zeros(1, network.output_size, device=device)  # [1, H*D]
         baseline = torch.softmax(network.classify_pooled(zero).float(), dim=-1)[0].cpu()  # [C]
         attention = weights[-1].cpu().tolist() if weights is not None else None
-        before = torch.cat([torch.zeros_like(hidden[:1]), hidden[:-1]])  # [T, H*D]
-        # Both norms in one conversion: per-element tolist()/float() calls cost more than the maths.
-        hidden_norms, change_norms = torch.linalg.vector_norm(
-            torch.stack([hidden, hidden - before]), dim=-1).tolist()  # [T] each
+        hidden_norms, change_norms = hidden_and_change_norms(hidden)  # [T] each, from the zero state
     yield
 
     probability_rows = probabilities.tolist()  # [T][C]
