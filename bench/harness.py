@@ -263,6 +263,9 @@ def start_noop_server(work_dir: Path, bodies: Bodies, processes: int = 1) -> Run
     return RunningServer(process, port, 0, processes, sizes)
 
 
+# Our server counts a call just after answering it: a reading this long after the load stops
+# counts all of it.
+METRICS_SETTLE_S = 0.75
 _BATCH_LINE = re.compile(r'^rnn_sentiment_batch_size_(sum|count)\{[^}]*\} ([0-9.eE+-]+)$', re.M)
 
 
@@ -287,6 +290,8 @@ def load(server_label: str, server: RunningServer, body_file: Path, message: byt
     before: dict[str, tuple[float, float] | None] = {}
 
     def mark() -> None:
+        if server.metrics_port:
+            time.sleep(METRICS_SETTLE_S)  # the warm-up's last updates reach /metrics first
         before["batch"] = batch_totals(server.metrics_port)
 
     label = f"{server_label} c{concurrency} x{texts_per_request}" + (f" n{requests}" if requests else "")
@@ -298,11 +303,17 @@ def load(server_label: str, server: RunningServer, body_file: Path, message: byt
         requests=requests, before_measure=mark,
         timeout_s=max(120.0, requests / 200) if requests else settings.duration_s + 120,
     ).as_dict()
+    if server.metrics_port:
+        time.sleep(METRICS_SETTLE_S)  # and the measured run's
     after = batch_totals(server.metrics_port)
-    mean_batch = None
+    mean_batch = model_texts_per_s = None
     if before.get("batch") and after and after[1] > before["batch"][1]:
         mean_batch = round((after[0] - before["batch"][0]) / (after[1] - before["batch"][1]), 2)
-    result.update(server=server_label, mean_batch=mean_batch)
+        if result["duration_s"]:
+            # Texts the model computed in the measured window, finished calls or not: a long
+            # stream still open when h2load stops is work done that h2load does not count.
+            model_texts_per_s = round((after[0] - before["batch"][0]) / result["duration_s"], 1)
+    result.update(server=server_label, mean_batch=mean_batch, model_texts_per_s=model_texts_per_s)
     print(f"  {label:<44} {result['rps']:>9,.0f} req/s {result['texts_per_s']:>9,.0f} texts/s  "
           f"p50 {result['p50_ms']:.2f}  p99 {result['p99_ms']:.2f} ms  errors {result['errors']}  "
           f"cpu {result['server_cpu_cores']:.2f}  others {result['other_cpu_cores']:.2f}", flush=True)

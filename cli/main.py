@@ -1,6 +1,6 @@
 """`rnn-sentiment`: one command for serving, calling, training and evaluating.
 
-Client commands (predict, trace, info, health) import only the SDK; serve/train/eval import
+Client commands (predict, trace, info, health, stream) import only the SDK; serve/train/eval import
 the server and model layers lazily, so a client-only install (no torch) runs the client ones.
 """
 
@@ -8,21 +8,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Callable, Sequence
+
+from .predict_command import EXAMPLES as PREDICT_EXAMPLES, add_predict_arguments
 
 if TYPE_CHECKING:  # the client is imported lazily: `serve` and `train` never need it
     from rnn_sentiment.client import SentimentClient
     from rnn_sentiment.client.results import TraceResult
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+ENV_TARGET = "RNN_SENTIMENT_TARGET"  # every client command's default --target
+ENV_TIMEOUT = "RNN_SENTIMENT_TIMEOUT"  # every client command's default --timeout
+
+
+def _default_target() -> str:
+    return os.environ.get(ENV_TARGET) or DEFAULT_TARGET
+
+
+def _default_timeout(fallback: float) -> float:
+    raw = os.environ.get(ENV_TIMEOUT, "").strip()
+    try:
+        return float(raw) if raw else fallback
+    except ValueError:
+        print(f"error: {ENV_TIMEOUT}={raw!r}: expected seconds, e.g. 10", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def _add_target(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--target", default=DEFAULT_TARGET, help=f"server host:port (default {DEFAULT_TARGET})")
-    parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline in seconds")
+    parser.add_argument("--target", default=_default_target(),
+                        help=f"server host:port or dns:///name:port (env {ENV_TARGET}; default {DEFAULT_TARGET})")
+    parser.add_argument("--timeout", type=float, default=_default_timeout(10.0),
+                        help=f"per-call deadline in seconds (env {ENV_TIMEOUT}; default 10)")
     parser.add_argument("--model", default="", help="model name (default: the server's default)")
     _add_connection_security(parser)
 
@@ -92,14 +112,10 @@ def _run_client_command(action: Callable[[argparse.Namespace], int], args: argpa
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from .predict_command import run_predict
+
     with _client(args) as client:
-        result = client.predict(args.texts, model=args.model)
-    if args.json:
-        print(json.dumps(asdict(result), indent=2))
-        return 0
-    for text, p in zip(args.texts, result.predictions):
-        print(f"{p.label:<8} {p.score:.3f}  {text}")
-    return 0
+        return run_predict(client, args)
 
 
 def cmd_trace(args: argparse.Namespace) -> int:
@@ -122,6 +138,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
     models = [args.model] + ([args.compare] if args.compare else [])
     with _client(args) as client:
         traces = [_trace_with_memory_if_it_fits(client, args, model, attributions, pictures) for model in models]
+        if args.format == "table":
+            from functools import partial
+
+            from .truncation_notice import print_truncation_notes
+
+            for trace in traces:
+                print_truncation_notes([trace.prediction], partial(client.model_info, trace.model), ["the text"])
     if args.format == "png":
         try:
             from rnn_sentiment.client.render_png import trace_png
@@ -190,7 +213,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             f"{'bi' if a.bidirectional else ''}{a.cell_type} {a.num_layers}x{a.hidden_size}, "
             f"embedding {a.embedding_dim}, pooling {a.pooling}, "
             f"{f'{a.subword_buckets:,} n-gram buckets, ' if a.subword_buckets else ''}{a.parameter_count:,} parameters; "
-            f"dev accuracy {m.dev_accuracy:.1%}; vocabulary {m.vocabulary_size:,}; max tokens {m.max_tokens}; "
+            f"dev accuracy {m.dev_accuracy:.1%}; vocabulary {m.vocabulary_size:,}; max tokens {m.max_tokens} ({m.truncation}); "
             f"device {m.device}; sha256 {m.checkpoint_sha256[:12]}"
         )
     return 0
@@ -208,6 +231,13 @@ def cmd_health(args: argparse.Namespace) -> int:
             return 1
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    from .stream_command import run_stream
+
+    with _client(args) as client:
+        return run_stream(client, args)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -264,10 +294,10 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rnn-sentiment", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
-    predict = commands.add_parser("predict", help="score texts on a running server")
+    predict = commands.add_parser("predict", help="score texts (arguments or stdin) on a running server",
+                                  epilog=PREDICT_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_target(predict)
-    predict.add_argument("texts", nargs="+", help="texts to score")
-    predict.add_argument("--json", action="store_true", help="print JSON")
+    add_predict_arguments(predict)
     predict.set_defaults(action=cmd_predict, client_command=True)
 
     trace = commands.add_parser("trace", help="show, word by word, what the network did with a text")
@@ -296,11 +326,19 @@ def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
     info.set_defaults(action=cmd_info, client_command=True)
 
     health = commands.add_parser("health", help="exit 0 when the server is SERVING")
-    health.add_argument("target", nargs="?", default=DEFAULT_TARGET, help="server host:port")
-    health.add_argument("--timeout", type=float, default=5.0)
+    health.add_argument("target", nargs="?", default=_default_target(),
+                        help=f"server host:port (env {ENV_TARGET}; default {DEFAULT_TARGET})")
+    health.add_argument("--timeout", type=float, default=_default_timeout(5.0))
     health.add_argument("--service", default="", help="a service name; empty = the whole server")
     _add_connection_security(health)
     health.set_defaults(action=cmd_health, client_command=True)
+
+    stream = commands.add_parser("stream", help="the running sentiment of stdin, redrawn as the text arrives")
+    _add_target(stream)
+    stream.add_argument("--json", action="store_true", help="one JSON object per update")
+    stream.add_argument("--steps", action="store_true",
+                        help="also print each token read and how it moved the positive probability")
+    stream.set_defaults(action=cmd_stream, client_command=True)
 
     serve = commands.add_parser("serve", help="serve models over gRPC")
     serve.add_argument("--print-config-table", action="store_true", help="print the configuration table (docs/configuration.md)")
@@ -334,14 +372,31 @@ def _lazy_arguments(module: str, function: str) -> Callable[[argparse.ArgumentPa
     return add
 
 
+# The extra each heavy command needs (pyproject.toml), named in the message of a client-only install.
+COMMAND_EXTRAS = {"serve": "server", "train": "train", "eval": "server"}
+
+
+def _missing_layer_message(command: str, missing: str) -> str:
+    """One line: the command, what to install from a clone and once published, and the import that failed."""
+    extra = COMMAND_EXTRAS.get(command, "server")
+    return (f"error: `rnn-sentiment {command}` needs the {extra} extra (this install lacks it): from a clone "
+            f"of the repository run pip install '.[{extra}]' (once published: pip install 'rnn-sentiment[{extra}]') "
+            f"[{missing}]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
-    args = build_parser(selected).parse_args(argv)
+    parser = build_parser(selected)
+    # Known arguments first: a command whose layer is missing has no flags to parse, and must say
+    # what to install rather than call its own flags unrecognized.
+    args, unknown = parser.parse_known_args(argv)
     missing = getattr(args, "missing_dependency", None)
     if missing:
-        print(f"error: `{args.command}` needs the server extras: pip install 'rnn-sentiment[server]' ({missing})", file=sys.stderr)
+        print(_missing_layer_message(args.command, missing), file=sys.stderr)
         return 2
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if getattr(args, "client_command", False):
         return _run_client_command(args.action, args)
     return args.action(args)

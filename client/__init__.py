@@ -7,27 +7,33 @@
 """
 
 from .aio import AsyncSentimentClient
-from .channel import DEFAULT_RETRY_POLICY, RetryPolicy
+from .aio_streams import AsyncSentimentStream
+from .channel import DEFAULT_RETRY_POLICY, OVERLOAD_RETRY_POLICY, RetryPolicy
 from .errors import SentimentError
 from .results import (
-    Architecture, Attribution, CellStep, MemoryProfile, ModelInfo, Prediction, PredictResult, TraceResult,
-    TraceStep,
+    Architecture, Attribution, CellStep, MemoryProfile, ModelInfo, Prediction, PredictResult, StreamUpdate,
+    TraceResult, TraceStep,
 )
+from .streams import SentimentStream
 from .sync import SentimentClient
 
 __all__ = [
     "Architecture",
     "AsyncSentimentClient",
+    "AsyncSentimentStream",
     "Attribution",
     "CellStep",
     "DEFAULT_RETRY_POLICY",
     "MemoryProfile",
     "ModelInfo",
+    "OVERLOAD_RETRY_POLICY",
     "Prediction",
     "PredictResult",
     "RetryPolicy",
     "SentimentClient",
     "SentimentError",
+    "SentimentStream",
+    "StreamUpdate",
     "TraceResult",
     "TraceStep",
 ]

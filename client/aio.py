@@ -1,22 +1,31 @@
-"""AsyncSentimentClient: the asyncio SDK, same methods and results as SentimentClient."""
+"""AsyncSentimentClient: the asyncio SDK, same methods and results as SentimentClient.
+
+Each call is built by client/calls.py (shared with SentimentClient); this class awaits it.
+The docstrings of the calls are SentimentClient's, copied by `documented_as`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, AsyncIterable, AsyncIterator, Iterable, Sequence
 
 import grpc
 from grpc import aio
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from rnn_sentiment.v1 import sentiment_pb2 as pb
-from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-
+from .calls import (
+    DEFAULT_TIMEOUT, ResultT, Stubs, UnaryCall, documented_as, health_call, list_models_call, model_info_call,
+    open_channel, predict_call, raising_sentiment_errors, trace_call,
+)
 from .channel import RetryPolicy, channel_settings
 from .errors import SentimentError
-from .requests import as_texts, trace_request
-from .results import ModelInfo, PredictResult, TraceResult
-from .sync import DEFAULT_TIMEOUT
+from .model_limits import ModelLimits
+from .predict_many import DEFAULT_IN_FLIGHT, ChunkPlan, pipelined_async
+from .targets import channel_target
+from .aio_streams import AsyncSentimentStream, predict_stream, stream_updates
+from .results import ModelInfo, Prediction, PredictResult, StreamUpdate, TraceResult
+from .stream_core import Backoff
+from .sync import SentimentClient
 
 
 class AsyncSentimentClient:
@@ -29,7 +38,7 @@ class AsyncSentimentClient:
 
     def __init__(
         self,
-        target: str,
+        target: str | Sequence[str],
         *,
         timeout: float | None = DEFAULT_TIMEOUT,
         credentials: grpc.ChannelCredentials | None = None,
@@ -42,31 +51,34 @@ class AsyncSentimentClient:
         server_name: str | None = None,
         token: str | None = None,
         retry: bool | RetryPolicy | None = None,
+        wait_for_ready: bool = False,
     ) -> None:
         """Open a channel to `target`; must be created inside a running event loop's thread.
 
-        Security and retry arguments (and their `RNN_SENTIMENT_*` variables) as SentimentClient's.
+        Targets (several, `dns:///`), `wait_for_ready`, security and retry arguments (and their
+        `RNN_SENTIMENT_*` variables) as SentimentClient's.
         """
-        self.target = target
+        resolved = channel_target(target)
+        self.target = resolved.target
         self.timeout = timeout
+        self.wait_for_ready = wait_for_ready
         settings = channel_settings(
             credentials=credentials, tls=tls, root_ca=root_ca, client_cert=client_cert, client_key=client_key,
-            server_name=server_name, token=token, retry=retry, metadata=metadata, options=options,
+            server_name=server_name, token=token, retry=retry, metadata=metadata,
+            options=[*resolved.options, *options],
         )
         self._metadata = settings.metadata
-        self._channel = (
-            aio.secure_channel(target, settings.credentials, options=settings.options)
-            if settings.credentials
-            else aio.insecure_channel(target, options=settings.options)
-        )
-        self._stub = pb_grpc.SentimentServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._limits = ModelLimits()
+        self._channel = open_channel(resolved.target, settings, secure=aio.secure_channel,
+                                     insecure=aio.insecure_channel)
+        self._stubs = Stubs.on(self._channel)
+        self._stream_backoff = Backoff.from_channel_options(settings.options)  # failover's retry policy
 
+    @documented_as(SentimentClient.predict)
     async def predict(self, texts: str | Sequence[str], *, model: str = "") -> PredictResult:
-        """Score one text or many (one prediction per text, same order)."""
-        request = pb.PredictRequest(texts=as_texts(texts), model=model)
-        return PredictResult.from_message(await self._call(self._stub.Predict, request))
+        return await self._run(predict_call(texts, model=model))
 
+    @documented_as(SentimentClient.trace)
     async def trace(
         self,
         text: str,
@@ -79,35 +91,67 @@ class AsyncSentimentClient:
         top_k_units: int = 0,
         include_memory_profile: bool = False,
     ) -> TraceResult:
-        """Trace one text word by word: per token the hidden state, the prefix sentiment and its
-        change, each cell's gates; optionally attributions and the memory profile.
-
-        attributions: any of "prefix", "gradient_x_input", "integrated_gradients", "occlusion"
-        (scores signed toward the predicted label). integrated_gradients_steps: 0 = the server's
-        default (32). all_layers: cells of every layer, not only the top. top_k_units: keep only the
-        k most active hidden units (see TraceResult.hidden_units). include_memory_profile: how much of
-        each token survives to the end (TraceStep.memory, TraceResult.memory_profile).
-        """
-        request = trace_request(
+        return await self._run(trace_call(
             text, model=model, include_hidden_states=include_hidden_states, attributions=attributions,
             integrated_gradients_steps=integrated_gradients_steps, all_layers=all_layers,
             top_k_units=top_k_units, include_memory_profile=include_memory_profile,
-        )
-        return TraceResult.from_message(await self._call(self._stub.Trace, request))
+        ))
 
+    def stream(self, model: str = "", *, include_steps: bool = False,
+               timeout: float | None = None) -> AsyncSentimentStream:
+        """Open a live-sentiment stream (StreamSentiment): `await send(chunk)` returns the running
+        prediction, `await close()` the whole text's; `async with`. Failover, `include_steps` and
+        `timeout` as SentimentClient.stream.
+        """
+        return AsyncSentimentStream(self._stubs.sentiment.StreamSentiment, model=model, include_steps=include_steps,
+                                    metadata=self._metadata, timeout=timeout, backoff=self._stream_backoff)
+
+    def stream_texts(self, chunks: AsyncIterable[str], model: str = "", *, include_steps: bool = False,
+                     timeout: float | None = None) -> AsyncIterator[StreamUpdate]:
+        """The running sentiment of a text arriving as `chunks`: one update per chunk, then the final
+        one (`final` True) once `chunks` ends. `async for update in client.stream_texts(words()): ...`
+        """
+        return stream_updates(self.stream(model, include_steps=include_steps, timeout=timeout), chunks)
+
+    def predict_stream(self, texts: Iterable[str] | AsyncIterable[str], *, model: str = "", batch: int = 1,
+                       timeout: float | None = None) -> AsyncIterator[Prediction]:
+        """Score many texts over one StreamPredict stream, pipelined, as SentimentClient.predict_stream:
+        `async for prediction in client.predict_stream(texts): ...`
+        """
+        return predict_stream(self._stubs.sentiment.StreamPredict, texts, model=model, batch=batch,
+                              metadata=self._metadata, timeout=timeout)
+
+    @documented_as(SentimentClient.predict_many)
+    async def predict_many(self, texts: Iterable[str] | AsyncIterable[str], *, model: str = "",
+                           batch_size: int | None = None,
+                           in_flight: int = DEFAULT_IN_FLIGHT) -> AsyncIterator[Prediction]:
+        info = self._limits.cached(model) or self._limits.remember(model, await self.model_info(model))
+        plan = ChunkPlan.for_server(info, batch_size, in_flight)
+        async for prediction in pipelined_async(texts, plan.size, lambda chunk: self.predict(chunk, model=model),
+                                                plan.in_flight):
+            yield prediction
+
+    @documented_as(SentimentClient.wait_until_serving)
+    async def wait_until_serving(self, timeout: float = 30.0) -> None:
+        with raising_sentiment_errors():
+            stream = self._stubs.health.Watch(health_pb2.HealthCheckRequest(), timeout=timeout, wait_for_ready=True)
+            async for response in stream:
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    stream.cancel()
+                    return
+        raise SentimentError("UNAVAILABLE", "the health stream ended before SERVING")
+
+    @documented_as(SentimentClient.model_info)
     async def model_info(self, model: str = "") -> ModelInfo:
-        """Describe one served model (the default when `model` is empty)."""
-        return ModelInfo.from_message(await self._call(self._stub.GetModelInfo, pb.GetModelInfoRequest(model=model)))
+        return await self._run(model_info_call(model))
 
+    @documented_as(SentimentClient.list_models)
     async def list_models(self) -> list[ModelInfo]:
-        """Describe every served model, the default first."""
-        response = await self._call(self._stub.ListModels, pb.ListModelsRequest())
-        return [ModelInfo.from_message(m) for m in response.models]
+        return await self._run(list_models_call())
 
+    @documented_as(SentimentClient.health)
     async def health(self, service: str = "") -> str:
-        """The health status name of the server or one service."""
-        response = await self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))
-        return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+        return await self._run(health_call(service))
 
     async def close(self) -> None:
         await self._channel.close()
@@ -118,8 +162,9 @@ class AsyncSentimentClient:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _call(self, method, request):  # type: ignore[no-untyped-def]
-        try:
-            return await method(request, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise SentimentError.from_rpc_error(error) from None
+    async def _run(self, call: UnaryCall[ResultT]) -> ResultT:
+        """Perform `call`, awaited: the one thing this client does differently from the blocking one."""
+        with raising_sentiment_errors():
+            response = await call.bound_to(self._stubs)(call.request, timeout=self.timeout, metadata=self._metadata,
+                                                        wait_for_ready=self.wait_for_ready)
+        return call.to_result(response)

@@ -6,7 +6,19 @@ from typing import Sequence
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
-ATTRIBUTION_METHODS = ("prefix", "gradient_x_input", "integrated_gradients", "occlusion")
+_ATTRIBUTION_PREFIX = "ATTRIBUTION_METHOD_"
+
+
+def attribution_name(number: int) -> str:
+    """The SDK's name of an AttributionMethod value: ATTRIBUTION_METHOD_OCCLUSION -> "occlusion"."""
+    return pb.AttributionMethod.Name(number).removeprefix(_ATTRIBUTION_PREFIX).lower()
+
+
+# Derived from the contract's enum, so a method added to the .proto is accepted here unchanged.
+ATTRIBUTION_METHODS = tuple(
+    attribution_name(number) for number in pb.AttributionMethod.values()
+    if number != pb.ATTRIBUTION_METHOD_UNSPECIFIED
+)
 
 
 def as_texts(texts: str | Sequence[str]) -> list[str]:
@@ -18,10 +30,10 @@ def attribution_enums(methods: Sequence[str]) -> list[int]:
     """Method names ("integrated_gradients" or "ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS") -> enum values."""
     numbers = []
     for method in methods:
-        name = method.strip().lower().removeprefix("attribution_method_")
+        name = method.strip().lower().removeprefix(_ATTRIBUTION_PREFIX.lower())
         if name not in ATTRIBUTION_METHODS:
             raise ValueError(f"invalid attribution {method!r}; options are {list(ATTRIBUTION_METHODS)}")
-        numbers.append(pb.AttributionMethod.Value("ATTRIBUTION_METHOD_" + name.upper()))
+        numbers.append(pb.AttributionMethod.Value(_ATTRIBUTION_PREFIX + name.upper()))
     return numbers
 
 

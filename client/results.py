@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
+from .requests import attribution_name
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -22,6 +24,8 @@ class Prediction:
     token_count: int
     unknown_token_count: int
     truncated: bool
+    # Tokens of the whole text; above token_count when truncated (ModelInfo says which were read).
+    text_token_count: int = 0
 
     @classmethod
     def from_message(cls, message: pb.Prediction) -> "Prediction":
@@ -32,6 +36,7 @@ class Prediction:
             token_count=message.token_count,
             unknown_token_count=message.unknown_token_count,
             truncated=message.truncated,
+            text_token_count=message.text_token_count,
         )
 
 
@@ -49,6 +54,32 @@ class PredictResult:
             predictions=tuple(Prediction.from_message(p) for p in message.predictions),
             model=message.model,
             model_version=message.model_version,
+        )
+
+
+@dataclass(frozen=True)
+class StreamUpdate:
+    """The running sentiment of a streamed text after one chunk (SentimentStream.send and close).
+
+    >>> update = stream.send("the plot is dull but ")   # doctest: +SKIP
+    >>> update.prediction.label, update.prediction.token_count
+    ('negative', 5)
+    """
+
+    prediction: Prediction | None  # None until the stream's first token is read
+    steps: tuple["TraceStep", ...]  # one per token this chunk completed; only with include_steps
+    model: str
+    model_version: str  # fixed for the stream's lifetime
+    final: bool  # True for close()'s answer: the whole text's prediction, held word included
+
+    @classmethod
+    def from_message(cls, message: pb.StreamSentimentResponse) -> "StreamUpdate":
+        return cls(
+            prediction=Prediction.from_message(message.prediction) if message.HasField("prediction") else None,
+            steps=tuple(TraceStep.from_message(s) for s in message.steps),
+            model=message.model,
+            model_version=message.model_version,
+            final=message.final,
         )
 
 
@@ -140,7 +171,7 @@ class Attribution:
     @classmethod
     def from_message(cls, message: pb.Attribution) -> "Attribution":
         return cls(
-            method=pb.AttributionMethod.Name(message.method).removeprefix("ATTRIBUTION_METHOD_").lower(),
+            method=attribution_name(message.method),
             scores=tuple(message.scores),
             target_label=message.target_label,
             steps=message.steps,
@@ -238,6 +269,10 @@ class ModelInfo:
     dev_accuracy: float
     device: str
     is_default: bool
+    truncation: str = "head"  # which tokens of a longer text are read: "head" or "head_tail"
+    truncation_head_tokens: int = 0  # of max_tokens, how many come from a truncated text's start
+    max_texts_per_request: int = 0  # the server's limit on texts per Predict; 0: an older server, unknown
+    max_text_chars: int = 0  # the server's limit on one text's characters; 0: unknown
 
     @classmethod
     def from_message(cls, message: pb.ModelInfo) -> "ModelInfo":
@@ -263,4 +298,11 @@ class ModelInfo:
             dev_accuracy=message.dev_accuracy,
             device=message.device,
             is_default=message.is_default,
+            # TRUNCATION_HEAD_TAIL -> "head_tail"; an older server sends none: it kept the head.
+            truncation=("head" if message.truncation == pb.TRUNCATION_UNSPECIFIED
+                        else pb.Truncation.Name(message.truncation).removeprefix("TRUNCATION_").lower()),
+            truncation_head_tokens=(message.max_tokens if message.truncation == pb.TRUNCATION_UNSPECIFIED
+                                    else message.truncation_head_tokens),
+            max_texts_per_request=message.max_texts_per_request,
+            max_text_chars=message.max_text_chars,
         )

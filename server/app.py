@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from rnn_sentiment.inference import grpc_service_pb2_grpc as oip_grpc
 from rnn_sentiment.v1 import sentiment_pb2, sentiment_pb2_grpc
 
 from .admission import AdmissionLimit, core_backlog_options
@@ -35,9 +36,14 @@ from .instrumentation import MetricsInterceptor
 from .lifecycle import Lifecycle
 from .metrics import ServerMetrics
 from .metrics_http import MetricsEndpoint, start_metrics_endpoint
-from .reloader import ModelReloader
+from .oip_servicer import SERVICE_NAME as OIP_SERVICE_NAME
+from .oip_servicer import OipServicer
+from .reloader import ModelReloader, directory_signatures
 from .repository import ModelRepository
 from .servicer import SentimentServicer, ServingState
+from .stream_sentiment import StreamExecutor, StreamSentimentService
+from .stream_sessions import StreamLimits, StreamRegistry
+from .supervisor import SUPERVISOR_METRICS_ENV
 from .tls import add_grpc_port, tls_files
 from .validation import RequestLimits
 
@@ -78,14 +84,14 @@ class RunningServer:
     health: DrainingHealthServicer
     state: ServingState
     metrics: ServerMetrics
-    metrics_flusher: asyncio.Task  # writes the buffered metric updates every FLUSH_SECONDS
     metrics_endpoint: MetricsEndpoint | None = None
+    streams: StreamRegistry | None = None  # open StreamSentiment streams: the drain ends them after the grace
 
     async def load_models(self) -> ModelRepository:
         """Load and warm every model off the event loop, then turn SERVING."""
         repository = await _in_daemon_thread(ModelRepository.load, self.config, self.metrics)
         # Models, vocabularies and modules live as long as the process: move them out of the
-        # garbage collector's way so its passes stay short while serving (py-spy: ~5% of samples).
+        # garbage collector's way so its passes stay short while serving (docs/performance.md).
         gc.freeze()
         repository.start()
         self.state.repository = repository
@@ -109,6 +115,10 @@ class RunningServer:
         """
         self.state.draining = True
         self.metrics.ready.set(0)
+        if self.streams is not None:
+            # Open streams go on for the grace period, then end UNAVAILABLE (clients reopen them
+            # elsewhere); timed from now, so before the shutdown below would cancel them.
+            self.streams.end_all_after(self.config.grace_seconds)
         await self.health.drain()
         for task in abandon:
             task.cancel()
@@ -128,6 +138,8 @@ class RunningServer:
             "refused": self.state.refused - refused_before, "parked": parked,
             "seconds": round(time.monotonic() - started, 2),
         }})
+        if self.streams is not None:
+            await self.streams.stop()
         if self.state.repository is not None:
             await self.state.repository.close()
         await self.stop_metrics()
@@ -148,9 +160,7 @@ class RunningServer:
             turns += 1
 
     async def stop_metrics(self) -> None:
-        """End the periodic flush, which flushes once more: the last calls' updates are written."""
-        self.metrics_flusher.cancel()
-        await asyncio.gather(self.metrics_flusher, return_exceptions=True)
+        """Close the /metrics endpoint."""
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.close()
 
@@ -175,10 +185,20 @@ async def bind_server(config: ServerConfig) -> RunningServer:
         MetricsInterceptor(metrics, admission), *auth_interceptors(config.auth_tokens, config.auth_token_file),
     ])
     limits = RequestLimits(config.max_texts_per_request, config.max_text_chars)
-    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(SentimentServicer(state, limits), server)
+    streams = StreamRegistry(StreamLimits(config.max_streams, config.stream_idle_seconds, config.max_stream_tokens,
+                                          config.max_text_chars), metrics)
+    stream_service = StreamSentimentService(
+        streams, StreamExecutor(config.backend, config.resolved_torch_threads, config.onnx_max_batch))
+    sentiment_servicer = SentimentServicer(state, limits, stream_service)
+    sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(sentiment_servicer, server)
+    # The Open Inference Protocol v2 beside it: ModelInfer takes Predict's own path, the work that
+    # StreamPredict shares too (oip_servicer.py).
+    oip_servicer = OipServicer(state, limits, sentiment_servicer.predict_message)
+    oip_grpc.add_GRPCInferenceServiceServicer_to_server(oip_servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.resolved_reflection:
-        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, OIP_SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
     port = add_grpc_port(server, config.address, tls_files(config.tls_cert, config.tls_key, config.tls_client_ca))
     log.info("gRPC security", extra={"fields": {
         "tls": "mutual" if config.tls_client_ca else "on" if config.tls_enabled else "off",
@@ -192,9 +212,19 @@ async def bind_server(config: ServerConfig) -> RunningServer:
             split_address(config.metrics_address), lambda: generate_latest(metrics.registry), CONTENT_TYPE_LATEST
         )
     await server.start()
-    flusher = asyncio.ensure_future(metrics.buffer.flush_every())
     return RunningServer(config, server, port, metrics_endpoint.port if metrics_endpoint else None, health_servicer,
-                         state, metrics, flusher, metrics_endpoint)
+                         state, metrics, metrics_endpoint, streams)
+
+
+def _metrics_fields(config: ServerConfig, metrics_port: int | None) -> dict[str, str]:
+    """Where this process's metrics can be read, for its "serving" line."""
+    if metrics_port:
+        return {"metrics_address": f"{split_address(config.metrics_address)[0]}:{metrics_port}"}
+    # A worker of `--workers N` serves none itself: its supervisor serves the sum of all workers.
+    supervisor_address = os.environ.get(SUPERVISOR_METRICS_ENV, "")
+    if supervisor_address:
+        return {"metrics_address": supervisor_address, "metrics_served_by": "supervisor"}
+    return {"metrics_address": "off"}
 
 
 async def serve(config: ServerConfig) -> int:
@@ -213,6 +243,9 @@ async def _serve(config: ServerConfig, lifecycle: Lifecycle) -> int:
     running = await bind_server(config)
     host, _ = split_address(config.address)
     log.info("listening, loading models", extra={"fields": {"grpc_address": f"{host}:{running.port}"}})
+    # What the models are loaded from, before they are: the reloader's baseline (a change made
+    # from here on is reloaded, however late the reloader starts).
+    loaded_signatures = await asyncio.to_thread(directory_signatures, config.resolved_model_dir)
     loading = asyncio.ensure_future(running.load_models())
     drain_requested = asyncio.ensure_future(lifecycle.drain_requested.wait())
     await asyncio.wait((loading, drain_requested), return_when=asyncio.FIRST_COMPLETED)
@@ -230,7 +263,7 @@ async def _serve(config: ServerConfig, lifecycle: Lifecycle) -> int:
             "serving",
             extra={"fields": {
                 "grpc_address": f"{host}:{running.port}",
-                "metrics_address": f"{split_address(config.metrics_address)[0]}:{running.metrics_port}" if running.metrics_port else "",
+                **_metrics_fields(config, running.metrics_port),
                 "models": ",".join(f"{s.name}@{s.loaded.version}" for s in repository.all()),
                 "default_model": repository.default_name,
                 "device": repository.resolve("").device,
@@ -243,7 +276,7 @@ async def _serve(config: ServerConfig, lifecycle: Lifecycle) -> int:
                 "max_text_chars": config.max_text_chars,
             }},
         )
-        reloader = ModelReloader(repository, running.metrics, config.resolved_model_dir)
+        reloader = ModelReloader(repository, running.metrics, config.resolved_model_dir, loaded_signatures)
 
         def reload_now() -> None:
             task = asyncio.ensure_future(reloader.reload_all("SIGHUP"))

@@ -13,15 +13,17 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
+from rnn_sentiment.model.checkpoint_schema import MAX_TOKENS_BOUND
+from rnn_sentiment.model.config import BACKENDS
+from rnn_sentiment.model.truncation import DEFAULT_MAX_TOKENS, DEFAULT_TRUNCATION, TRUNCATIONS
+
 from .event_loop import EVENT_LOOPS
+from .token_limits import token_limit_overrides
 from .tls import tls_problems
 
 ENV_PREFIX = "RNN_SENTIMENT_"
 DEVICES = ("auto", "cpu", "cuda")
 LOG_FORMATS = ("text", "json")
-# model.backends.BACKENDS, spelled out so that reading the config never imports torch (a test
-# keeps the two equal).
-BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,14 @@ NUMERIC_RANGES: dict[str, NumericRange] = {
     "onnx_max_batch": NumericRange(0, 4_096, "0 = torch for every batch"),
     "max_texts_per_request": NumericRange(1, 100_000),
     "max_text_chars": NumericRange(1, 10_000_000),
+    "max_tokens": NumericRange(1, MAX_TOKENS_BOUND),
     "max_batch_size": NumericRange(1, 65_536),
     "max_batch_delay_ms": NumericRange(0, 10_000),
-    "busy_batch_delay_ms": NumericRange(0, 10_000),
     "max_queue_texts": NumericRange(1, 10_000_000),
     "max_concurrent_rpcs": NumericRange(0, 1_000_000, "0 = no limit"),
+    "max_streams": NumericRange(1, 1_000_000),
+    "stream_idle_seconds": NumericRange(0, 86_400, "0 = never"),
+    "max_stream_tokens": NumericRange(1, 100_000_000),
     "max_pending_rpcs": NumericRange(1, 1_000_000),
     "workers": NumericRange(0, 1_024, "0 = one per core"),
     "torch_threads": NumericRange(0, 1_024, "0 = 1"),
@@ -57,6 +62,14 @@ NUMERIC_RANGES: dict[str, NumericRange] = {
     "restart_backoff_seconds": NumericRange(0, 3_600),
     "restart_backoff_max_seconds": NumericRange(0, 86_400),
     "restart_healthy_seconds": NumericRange(0, 86_400),
+}
+
+
+# Knobs that were removed, and what replaces them. Still recognised (as a flag or a variable) so
+# that a deployment setting one fails at start with this message, not runs silently without it.
+REMOVED_KNOBS: dict[str, str] = {
+    "busy_batch_delay_ms": "removed: it gained no req/s and lost p99 against no wait (docs/performance.md); "
+                           "--max-batch-delay-ms is the one batching wait",
 }
 
 
@@ -97,16 +110,39 @@ class ServerConfig:
         "many each (0: torch for every batch)"
     )
     max_texts_per_request: int = _knob(64, "Most texts one Predict request may carry")
-    max_text_chars: int = _knob(5000, "Most characters one text may have")
+    max_text_chars: int = _knob(
+        5000, "Most characters one text may have (prose runs 5-6 per token: keep it above 6 x --max-tokens so "
+        "a long text is truncated, not refused)"
+    )
+    max_tokens: int = _knob(
+        DEFAULT_MAX_TOKENS, "Most tokens a model reads of one text; the rest is dropped and the prediction says "
+        "truncated. Bounds a text's cost, which grows with its tokens (see docs/models.md#long-texts)"
+    )
+    truncation: str = _knob(
+        DEFAULT_TRUNCATION, "Which tokens of a longer text are read: head (the first --max-tokens) or head_tail "
+        "(the first quarter and the last three quarters, where reviews give their verdict; the middle is dropped)"
+    )
+    model_token_limits: str = _knob(
+        "", "Per-model --max-tokens and --truncation: NAME=TOKENS[:TRUNCATION], comma-separated, e.g. "
+        "sst2-rnn=256:head; a model not named uses the two flags"
+    )
     max_batch_size: int = _knob(64, "Most texts one model forward pass takes")
     max_batch_delay_ms: float = _knob(
         0.0, "Extra wait to fill a batch when the model is idle (0: an idle model runs at once)"
     )
-    busy_batch_delay_ms: float = _knob(
-        0.0, "Under load (the previous forward pass carried more than one text), wait this long for more texts "
-        "before the next pass; a lone text after a lone text never waits (0: off)"
-    )
     max_queue_texts: int = _knob(2048, "Texts waiting for the model before RESOURCE_EXHAUSTED")
+    max_streams: int = _knob(
+        128, "StreamSentiment streams open at once per worker; one more is refused with RESOURCE_EXHAUSTED, an open "
+        "one is never evicted. Each stream also holds one of --max-concurrent-rpcs for its lifetime: raise both "
+        "together (see docs/streaming.md)"
+    )
+    stream_idle_seconds: float = _knob(
+        60.0, "End a StreamSentiment stream with DEADLINE_EXCEEDED when no message has come for this long (0: never)"
+    )
+    max_stream_tokens: int = _knob(
+        100_000, "Most tokens one StreamSentiment stream may send, read or dropped past the model's token limit; "
+        "beyond, the stream ends with RESOURCE_EXHAUSTED"
+    )
     max_concurrent_rpcs: int = _knob(
         256, "Calls in progress per worker (health checks aside) beyond which a call is refused at once with "
         "RESOURCE_EXHAUSTED and RetryInfo, counted in grpc_server_handled_total (0: no limit; see docs/reliability.md)"
@@ -120,14 +156,14 @@ class ServerConfig:
     )
     pin_workers: bool = _knob(
         False, "With more than one worker, pin each (all its threads) to a CPU of its own when there are enough "
-        "CPUs: +4-12% req/s on 2 cores beside the load generator; a pinned worker cannot move away from a busy "
-        "neighbour, so use it where the workers have the cores to themselves (see docs/performance.md)"
+        "CPUs: more req/s and a lower p99 under load; a pinned worker cannot move away from a busy neighbour "
+        "(measured in docs/performance.md)"
     )
     torch_threads: int = _knob(
         0, "Torch intra-op threads per worker (0: 1, measured best: the event loop needs the other cores)"
     )
     event_loop: str = _knob(
-        "auto", "asyncio event loop: auto (uvloop when installed, 5-8% more req/s measured), uvloop or asyncio"
+        "auto", "asyncio event loop: auto (uvloop when installed: more req/s, see docs/performance.md), uvloop or asyncio"
     )
     reflection: bool | None = _knob(
         None, "Serve gRPC server reflection (for grpcurl and friends); unset: on, but off when bearer-token auth "
@@ -178,6 +214,12 @@ class ServerConfig:
             problems.append(f"backend={self.backend!r}: use one of {', '.join(BACKENDS)}")
         if self.event_loop not in EVENT_LOOPS:
             problems.append(f"event_loop={self.event_loop!r}: use one of {', '.join(EVENT_LOOPS)}")
+        if self.truncation not in TRUNCATIONS:
+            problems.append(f"truncation={self.truncation!r}: use one of {', '.join(TRUNCATIONS)}")
+        try:
+            token_limit_overrides(self.model_token_limits)
+        except ValueError as error:
+            problems.append(f"model_token_limits={self.model_token_limits!r}: {error}")
         if self.log_format not in LOG_FORMATS:
             problems.append(f"log_format={self.log_format!r}: use one of {', '.join(LOG_FORMATS)}")
         problems.extend(_numeric_problems(self))
@@ -215,8 +257,8 @@ class ServerConfig:
 
     @property
     def resolved_workers(self) -> int:
-        # Measured on 2 cores: 2 workers gave 1.5-1.7x one worker's req/s from concurrency 8 up,
-        # with lower p99, and the same latency at concurrency 1 (bench/results/serving.md).
+        # One per core: more req/s and a lower p99 than one worker under load, the same latency
+        # at concurrency 1 (docs/performance.md).
         if self.workers:
             return self.workers
         if self.address.rpartition(":")[2] == "0":
@@ -225,9 +267,9 @@ class ServerConfig:
 
     @property
     def resolved_torch_threads(self) -> int:
-        # Measured on 2 cores (GRU 256, batches 1-32): 2 intra-op threads ran 4-20x slower than 1
-        # while the event loop was busy, because they fight the loop for the second core. An
-        # RNN's per-step products are too small to gain from splitting; scale with --workers.
+        # Several intra-op threads ran several times slower than one while the event loop was
+        # busy, because they fight the loop for the other core (docs/performance.md). An RNN's
+        # per-step products are too small to gain from splitting; scale with --workers.
         return self.torch_threads or 1
 
     @property
@@ -298,7 +340,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
         if f.metadata["env_only"]:
             continue
         kind = _TYPES[str(f.type)]
-        # argparse %-formats help strings: a literal % (as in "5-8% more req/s") must be doubled.
+        # argparse %-formats help strings: a literal % (as in "50% of the texts") must be doubled.
         help_text = f"{f.metadata['help']} (env {_env_name(f.name)}, default {f.default!r})".replace("%", "%%")
         if kind is bool:
             parser.add_argument(
@@ -309,11 +351,23 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 _flag_name(f.name), dest=f.name, default=None, type=kind, help=help_text
             )
+    for name in REMOVED_KNOBS:  # hidden; config_from refuses them
+        parser.add_argument(_flag_name(name), dest=_removed_dest(name), default=None, nargs="?", const="",
+                            help=argparse.SUPPRESS)
+
+
+def _removed_dest(name: str) -> str:
+    return "removed_" + name
 
 
 def config_from(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Build a ServerConfig: flag > `RNN_SENTIMENT_*` environment variable > default."""
     environ = os.environ if environ is None else environ
+    removed = [name for name in REMOVED_KNOBS
+               if getattr(args, _removed_dest(name), None) is not None or _env_name(name) in environ]
+    if removed:
+        raise ValueError("; ".join(f"{_flag_name(name)}/{_env_name(name)} was {REMOVED_KNOBS[name]}"
+                                   for name in removed))
     values: dict[str, Any] = {}
     for f in fields(ServerConfig):
         kind = _TYPES[str(f.type)]

@@ -1,5 +1,5 @@
-"""The front door, one interceptor for every unary call: admission, request parsing, request ids,
-standard gRPC metrics and an access log.
+"""The front door, one interceptor for every unary call and bidirectional stream: admission,
+request parsing, request ids, standard gRPC metrics and an access log.
 
 In order, for each call:
 1. The request id: the caller's `x-request-id` when it is in the safe alphabet
@@ -24,15 +24,15 @@ import time
 import uuid
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 import grpc
 from grpc import aio
+from prometheus_client import Counter
 
 from .admission import UNLIMITED_SERVICES, AdmissionLimit
 from .errors import FieldViolation, ServiceError, invalid_argument
 from .log_throttle import ThrottledWarning
-from .metric_buffer import BufferedCounter
 from .metrics import ServerMetrics
 
 REQUEST_ID_KEY = "x-request-id"
@@ -42,6 +42,9 @@ SAFE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,%d}" % MAX_REQUEST_ID_LENGTH)
 REFUSAL_LOG_SECONDS = 10.0
 # Failure lines per method, code and REFUSAL_LOG_SECONDS window before the rest are only counted.
 FAILURE_LINES_PER_INTERVAL = 10
+
+# Streaming methods that answer a malformed message with an error response and carry on.
+MESSAGE_ERROR_METHODS = frozenset({"StreamPredict"})
 
 current_request_id: ContextVar[str] = ContextVar("current_request_id", default="")
 request_id_replaced: ContextVar[bool] = ContextVar("request_id_replaced", default=False)
@@ -132,10 +135,10 @@ def _grpc_type(handler: grpc.RpcMethodHandler) -> str:
 
 
 class MetricsInterceptor(aio.ServerInterceptor):
-    """Admits, parses, counts and times unary calls; a unary-stream call's request is parsed
-    tolerantly too; other streaming handlers are passed through.
+    """Admits, parses, counts and times unary calls and bidirectional streams; a unary-stream
+    call's request is parsed tolerantly too; client-streaming handlers are passed through.
 
-    The wrapped handler and its labelled (buffered) series are built once per method, not per
+    The wrapped handler and its labelled series are built once per method, not per
     call: this sits on every request's path.
     """
 
@@ -165,27 +168,56 @@ class MetricsInterceptor(aio.ServerInterceptor):
             wrapped = self._wrap(handler, handler_call_details.method)
         elif handler.unary_stream is not None:
             wrapped = self._wrap_unary_stream(handler, handler_call_details.method)
+        elif handler.stream_stream is not None:
+            wrapped = self._wrap_stream_stream(handler, handler_call_details.method)
         else:
             return handler
         self._wrapped[handler_call_details.method] = wrapped
         return wrapped
 
+    def _end_recorder(self, labels: tuple[str, str, str], method: str) -> Callable[[grpc.StatusCode, float, bool], None]:
+        """What the end of each call of one method records: its code and duration, and a log line.
+
+        Successes get a line only when debugging (they are many). Failures get a throttled INFO
+        line per method and code (`log_failure`); refusals under overload a throttled warning of
+        their own, since a line each would cost the most when the server can least afford it.
+        A caller can fail calls at will (bad input, unknown models, missing tokens), so a line
+        each would let it fill the log; a few lines per code and interval keep request ids
+        traceable in ordinary operation, and the next line counts what was suppressed.
+        """
+        handling_seconds = self._metrics.rpc_handling_seconds.labels(*labels)
+        handled: dict[grpc.StatusCode, Counter] = {}  # code -> its series, made on first use
+        failure_logs: dict[grpc.StatusCode, ThrottledWarning] = {}
+        overload_log = self._overload_log
+
+        def ended(code: grpc.StatusCode, elapsed: float, log_failure: bool) -> None:
+            if code not in handled:
+                handled[code] = self._metrics.rpc_handled.labels(*labels, code.name)
+            handled[code].inc()
+            handling_seconds.observe(elapsed)
+            if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                overload_log.warn(method=method)
+            elif code != grpc.StatusCode.OK and log_failure:
+                failure_log = failure_logs.get(code)
+                if failure_log is None:
+                    failure_log = failure_logs[code] = ThrottledWarning(
+                        access_log, "rpc", REFUSAL_LOG_SECONDS, level=logging.INFO, burst=FAILURE_LINES_PER_INTERVAL)
+                failure_log.warn(method=method, code=code.name, seconds=round(elapsed, 6))
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug("rpc", extra={"fields": {
+                    "method": method, "code": code.name, "seconds": round(elapsed, 6),
+                }})
+
+        return ended
+
     def _wrap(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
         service, method = _split_method(full_method)
         labels = (_grpc_type(handler), service, method)
         behavior = handler.unary_unary
-        buffer = self._metrics.buffer
-        started = buffer.counter(self._metrics.rpc_started.labels(*labels))
-        handling_seconds = buffer.histogram(self._metrics.rpc_handling_seconds.labels(*labels))
-        handled: dict[grpc.StatusCode, BufferedCounter] = {}  # code -> its series, made on first use
+        started = self._metrics.rpc_started.labels(*labels)
+        ended = self._end_recorder(labels, method)
         admission = None if service in UNLIMITED_SERVICES else self._admission
         unparsable_log = self._unparsable_log
-        overload_log = self._overload_log
-        # code -> this method's failure lines, throttled: a caller can fail calls at will (bad
-        # input, unknown models, missing tokens), so a line each would let it fill the log; a
-        # few lines per code and interval keep request ids traceable in ordinary operation,
-        # and the next line counts what was suppressed.
-        failure_logs: dict[grpc.StatusCode, ThrottledWarning] = {}
 
         async def observed(request: Any, context: aio.ServicerContext) -> Any:
             started.inc()
@@ -223,30 +255,74 @@ class MetricsInterceptor(aio.ServerInterceptor):
             finally:
                 if admitted and admission is not None:
                     admission.leave()
-                elapsed = time.perf_counter() - start
-                if code not in handled:
-                    handled[code] = buffer.counter(self._metrics.rpc_handled.labels(*labels, code.name))
-                handled[code].inc()
-                handling_seconds.observe(elapsed)
-                # Successes get a line only when debugging (they are many). Failures get a
-                # throttled INFO line per method and code; refusals under overload and of
-                # malformed bytes a throttled warning of their own, since a line each would cost
-                # the most when the server can least afford it. DEBUG still logs every call.
-                if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                    overload_log.warn(method=method)
-                elif code != grpc.StatusCode.OK and request is not UNPARSABLE:
-                    failure_log = failure_logs.get(code)
-                    if failure_log is None:
-                        failure_log = failure_logs[code] = ThrottledWarning(
-                            access_log, "rpc", REFUSAL_LOG_SECONDS, level=logging.INFO,
-                            burst=FAILURE_LINES_PER_INTERVAL)
-                    failure_log.warn(method=method, code=code.name, seconds=round(elapsed, 6))
-                if access_log.isEnabledFor(logging.DEBUG):
-                    access_log.debug("rpc", extra={"fields": {
-                        "method": method, "code": code.name, "seconds": round(elapsed, 6),
-                    }})
+                # Malformed bytes have their own throttled warning, logged above.
+                ended(code, time.perf_counter() - start, request is not UNPARSABLE)
 
         return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=tolerant(handler.request_deserializer),
+            response_serializer=handler.response_serializer,
+        )
+
+    def _wrap_stream_stream(self, handler: grpc.RpcMethodHandler, full_method: str) -> grpc.RpcMethodHandler:
+        """A bidirectional stream is one call: one request id, one admission slot for its
+        lifetime, one start, end and duration in the grpc_server_* series. Malformed messages
+        reach methods in MESSAGE_ERROR_METHODS as UNPARSABLE (they answer each with an error and
+        go on); any other method's stream ends with INVALID_ARGUMENT at the first one."""
+        service, method = _split_method(full_method)
+        labels = (_grpc_type(handler), service, method)
+        behavior = handler.stream_stream
+        started = self._metrics.rpc_started.labels(*labels)
+        ended = self._end_recorder(labels, method)
+        admission = None if service in UNLIMITED_SERVICES else self._admission
+        unparsable_log = self._unparsable_log
+        answers_unparsable = method in MESSAGE_ERROR_METHODS
+
+        async def parsed(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+            async for request in requests:
+                if request is UNPARSABLE:
+                    unparsable_log.warn(method=method)
+                    raise unparsable_request(method)
+                yield request
+
+        async def observed(requests: AsyncIterator[Any], context: aio.ServicerContext) -> AsyncIterator[Any]:
+            started.inc()
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            admitted = False
+            request_id = request_id_of(context.invocation_metadata())
+            current_request_id.set(request_id.echoed or _ID_WHEN_LOGGED)
+            if request_id.replaced:
+                request_id_replaced.set(True)
+            try:
+                if request_id.echoed:
+                    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id.echoed),))
+                if admission is not None:
+                    if not admission.try_enter():
+                        raise admission.refusal()
+                    admitted = True
+                # A method that answers UNPARSABLE itself reads gRPC's iterator directly: one
+                # generator less per message on the path that exists for throughput.
+                async for response in behavior(requests if answers_unparsable else parsed(requests), context):
+                    yield response
+            except ServiceError as error:
+                code = error.code
+                await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+            except (asyncio.CancelledError, GeneratorExit):
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except Exception:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                if admitted and admission is not None:
+                    admission.leave()
+                ended(code, time.perf_counter() - start, True)
+
+        return grpc.stream_stream_rpc_method_handler(
             observed,
             request_deserializer=tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 import weakref
-from typing import Awaitable, Callable, TypeVar
+from typing import AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
 from grpc import aio
@@ -21,6 +21,8 @@ from .errors import ServiceError, invalid_argument, unavailable
 from .messages import model_info_message, prediction_message, trace_message
 from .model_thread import ModelThread
 from .repository import ModelRepository, ServedModel
+from .stream_predict import answer_in_order
+from .stream_sentiment import StreamSentimentService
 from .trace_options import trace_limit_violations, trace_options_from
 from .trace_runner import SliceClock, TraceAdmission, run_slices_on
 from .validation import RequestLimits, check_text, check_texts, tokens_violation
@@ -83,27 +85,45 @@ class ServingState:
 
 
 class SentimentServicer(pb_grpc.SentimentServiceServicer):
-    def __init__(self, state: ServingState, limits: RequestLimits) -> None:
+    def __init__(self, state: ServingState, limits: RequestLimits, streams: StreamSentimentService) -> None:
         self._limits = limits
         self._state = state
+        self._streams = streams  # StreamSentiment's sessions and batchers (server/stream_sentiment.py)
         # Per model thread (so per model version): which traces may work now. Dropped with it.
         self._trace_admissions: weakref.WeakKeyDictionary[ModelThread, TraceAdmission] = weakref.WeakKeyDictionary()
 
     async def Predict(self, request: pb.PredictRequest, context: aio.ServicerContext) -> pb.PredictResponse:
-        async def handle() -> pb.PredictResponse:
-            served = self._repository.resolve(request.model)
-            texts = list(request.texts)
-            check_texts(texts, self._limits)
-            encoded = self._encode(served, texts, field_prefix="texts")
-            results = await served.batcher.submit(encoded, timeout=context.time_remaining())
-            self._count(served, encoded, [r.label for r in results])
-            return pb.PredictResponse(
-                predictions=[prediction_message(r) for r in results],
-                model=served.loaded.name,
-                model_version=served.loaded.version,
-            )
+        return await self._guard(context, lambda: self.predict_message(request, context.time_remaining()))
 
-        return await self._guard(context, handle)
+    async def StreamPredict(
+        self, requests: AsyncIterator[pb.StreamPredictRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamPredictResponse]:
+        # Each message takes exactly Predict's path (server/stream_predict.py pipelines them).
+        await self._refuse_unless_accepting(context)
+        async for response in answer_in_order(requests, self.predict_message, context.time_remaining):
+            yield response
+
+    async def StreamSentiment(
+        self, requests: AsyncIterator[pb.StreamSentimentRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[pb.StreamSentimentResponse]:
+        await self._refuse_unless_accepting(context)
+        async for response in self._streams.serve(requests, context, self._repository):
+            yield response
+
+    async def predict_message(self, request: pb.PredictRequest, time_remaining: float | None) -> pb.PredictResponse:
+        """Predict's work, raising ServiceError: shared by the unary call, StreamPredict and the Open
+        Inference Protocol's ModelInfer (server/oip_servicer.py)."""
+        served = self._repository.resolve(request.model)
+        texts = list(request.texts)
+        check_texts(texts, self._limits)
+        encoded = self._encode(served, texts, field_prefix="texts")
+        results = await served.batcher.submit(encoded, timeout=time_remaining)
+        self._count(served, encoded, [r.label for r in results])
+        return pb.PredictResponse(
+            predictions=[prediction_message(r) for r in results],
+            model=served.loaded.name,
+            model_version=served.loaded.version,
+        )
 
     async def Trace(self, request: pb.TraceRequest, context: aio.ServicerContext) -> pb.TraceResponse:
         async def handle() -> pb.TraceResponse:
@@ -132,7 +152,7 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
     async def GetModelInfo(self, request: pb.GetModelInfoRequest, context: aio.ServicerContext) -> pb.ModelInfo:
         async def handle() -> pb.ModelInfo:
             served = self._repository.resolve(request.model)
-            return model_info_message(served, served.name == self._repository.default_name)
+            return self._model_info(served, served.name == self._repository.default_name)
 
         return await self._guard(context, handle)
 
@@ -140,21 +160,28 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         async def handle() -> pb.ListModelsResponse:
             default = self._repository.default_name
             return pb.ListModelsResponse(
-                models=[model_info_message(s, s.name == default) for s in self._repository.all()]
+                models=[self._model_info(s, s.name == default) for s in self._repository.all()]
             )
 
         return await self._guard(context, handle)
 
+    def _model_info(self, served: ServedModel, is_default: bool) -> pb.ModelInfo:
+        """A model's description plus the request limits, so clients chunk their batches themselves."""
+        message = model_info_message(served, is_default)
+        message.max_texts_per_request = self._limits.max_texts_per_request
+        message.max_text_chars = self._limits.max_text_chars
+        return message
+
     def _encode(self, served: ServedModel, texts: list[str], field_prefix: str | None) -> list[EncodedText]:
         loaded = served.loaded
         try:
-            return encode_texts(texts, loaded.vocab, served.max_tokens)
+            return encode_texts(texts, loaded.vocab, served.max_tokens, served.truncation)
         except ValueError:
             # Validation already refused blank texts; this is text whose every character the
             # tokenizer drops. Name the first such text.
             for i, text in enumerate(texts):
                 try:
-                    encode_texts([text], loaded.vocab, served.max_tokens)
+                    encode_texts([text], loaded.vocab, served.max_tokens, served.truncation)
                 except ValueError:
                     raise tokens_violation(f"{field_prefix}[{i}]" if field_prefix else "text") from None
             raise
@@ -178,14 +205,18 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         assert self._state.repository is not None  # _guard refuses calls before models load
         return self._state.repository
 
-    async def _guard(
-        self, context: aio.ServicerContext, handle: Callable[[], Awaitable[Response]]
-    ) -> Response:
-        """Run a handler; turn ServiceError into its status and anything else into a bare INTERNAL."""
+    async def _refuse_unless_accepting(self, context: aio.ServicerContext) -> None:
+        """End the call with UNAVAILABLE (which clients retry) while starting up or draining."""
         if not self._state.accepting:
             await self._state.before_refusal(context.time_remaining())
             error = unavailable("the server is not serving (starting up or draining); retry another replica")
             await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+
+    async def _guard(
+        self, context: aio.ServicerContext, handle: Callable[[], Awaitable[Response]]
+    ) -> Response:
+        """Run a handler; turn ServiceError into its status and anything else into a bare INTERNAL."""
+        await self._refuse_unless_accepting(context)
         try:
             return await handle()
         except ServiceError as error:

@@ -1,0 +1,269 @@
+"""StreamSentiment at scale: many open streams, each sending one word every --interval seconds.
+
+For each stream count it reports every update sent and answered, the update latency (a word's
+send to its answer, at the client) percentiles, and the server's RSS; a short step search finds
+the largest count whose p99 stays within --p99-ms. Each stream sends the words of the bench
+texts and half-closes after --words-per-stream words (its final answer counts as an update),
+then reopens: every update is a real model step (the model stops reading past its token limit).
+
+    python -m bench.stream_scale                       # 1,000 streams for 30 s, step search, --workers 2
+    python -m bench.stream_scale --streams 200 --seconds 5 --search ""    # a smoke run
+
+Results: bench/results/stream_scale.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc import aio
+
+from rnn_sentiment.v1 import sentiment_pb2 as pb
+from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+
+from .harness import RESULTS_DIR, command_line, new_work_dir
+from .procstat import machine_facts, sample_tree
+from .report import markdown_table, write_results
+from .servers import ServerProcess, free_port, serving_workers
+from .texts import TEXTS
+
+WORDS = [word for text in TEXTS for word in text.split()]
+
+
+@dataclass
+class RunResult:
+    streams: int
+    seconds: float
+    interval_s: float
+    sent: int = 0
+    answered: int = 0
+    errors: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
+    max_ms: float = 0.0
+    updates_per_s: float = 0.0
+    server_rss_mb: float = 0.0
+    largest_worker_rss_mb: float = 0.0
+    server_cpu_cores: float = 0.0
+    server_cpu_us_per_update: float = 0.0  # CPU time (all server processes) per update answered
+
+
+async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: float, stop_at: float,
+                      words_per_stream: int, latencies: list[float], result: RunResult) -> None:
+    rng = random.Random(index)
+    position = rng.randrange(len(WORDS))
+    await asyncio.sleep(rng.random() * interval)  # spread the streams' ticks over the interval
+    next_tick = time.monotonic()
+    while time.monotonic() < stop_at:
+        call = stub.StreamSentiment()
+        try:
+            for _ in range(words_per_stream):
+                next_tick += interval
+                sent = time.perf_counter()
+                result.sent += 1
+                await call.write(pb.StreamSentimentRequest(text=WORDS[position % len(WORDS)] + " "))
+                await call.read()
+                latencies.append(time.perf_counter() - sent)
+                result.answered += 1
+                position += 1
+                if time.monotonic() >= stop_at:
+                    break
+                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
+            sent = time.perf_counter()
+            result.sent += 1
+            await call.done_writing()
+            final = await call.read()
+            if final is not aio.EOF and final.final:
+                latencies.append(time.perf_counter() - sent)
+                result.answered += 1
+            code = await call.code()
+            if code != grpc.StatusCode.OK:
+                _count_failure(result, code)
+        except grpc.RpcError as error:
+            _count_failure(result, error.code())
+            await asyncio.sleep(interval)
+
+
+def _count_failure(result: RunResult, code: grpc.StatusCode | None) -> None:
+    name = code.name if code is not None else "UNKNOWN"
+    result.errors += 1
+    result.error_codes[name] = result.error_codes.get(name, 0) + 1
+
+
+@dataclass
+class ClientShare:
+    """What one client process did: its counts and every update's latency."""
+
+    sent: int = 0
+    answered: int = 0
+    errors: int = 0
+    error_codes: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+
+
+async def _client_share(target: str, first: int, streams: int, seconds: float, interval: float, channels: int,
+                        words_per_stream: int) -> ClientShare:
+    share = RunResult(streams, seconds, interval)
+    latencies: list[float] = []
+    # Several connections: the kernel spreads connections (not streams) over the workers.
+    opened = [aio.insecure_channel(target) for _ in range(channels)]
+    try:
+        stubs = [pb_grpc.SentimentServiceStub(c) for c in opened]
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(*(_one_stream(stubs[i % channels], first + i, interval, stop_at, words_per_stream,
+                                           latencies, share) for i in range(streams)))
+    finally:
+        await asyncio.gather(*(c.close() for c in opened))
+    return ClientShare(share.sent, share.answered, share.errors, share.error_codes, latencies)
+
+
+def _run_client_share(arguments: tuple) -> ClientShare:
+    _install_uvloop()
+    return asyncio.run(_client_share(*arguments))
+
+
+def run_streams(target: str, streams: int, seconds: float, interval: float, channels: int,
+                words_per_stream: int, server_pid: int, client_processes: int) -> RunResult:
+    """`streams` streams for `seconds`, spread over `client_processes` client processes."""
+    result = RunResult(streams, seconds, interval)
+    sizes = [streams // client_processes + (i < streams % client_processes) for i in range(client_processes)]
+    firsts = [sum(sizes[:i]) for i in range(client_processes)]
+    per_process_channels = max(1, channels // client_processes)
+    arguments = [(target, first, size, seconds, interval, per_process_channels, words_per_stream)
+                 for first, size in zip(firsts, sizes) if size]
+    cpu_before = sample_tree(server_pid).cpu_seconds
+    started = time.monotonic()
+    with multiprocessing.get_context("spawn").Pool(len(arguments)) as pool:
+        shares = pool.map(_run_client_share, arguments)
+    elapsed = time.monotonic() - started
+    tree = sample_tree(server_pid)
+    latencies: list[float] = []
+    for share in shares:
+        result.sent += share.sent
+        result.answered += share.answered
+        result.errors += share.errors
+        for code, count in share.error_codes.items():
+            result.error_codes[code] = result.error_codes.get(code, 0) + count
+        latencies += share.latencies
+    result.updates_per_s = round(result.answered / seconds, 1)
+    result.server_cpu_cores = round((tree.cpu_seconds - cpu_before) / elapsed, 2)
+    result.server_cpu_us_per_update = round((tree.cpu_seconds - cpu_before) / max(1, result.answered) * 1e6, 1)
+    result.server_rss_mb = round(tree.rss_bytes / 2**20, 1)
+    result.largest_worker_rss_mb = round(tree.max_rss_bytes / 2**20, 1)
+    if latencies:
+        ordered = sorted(latencies)
+        result.p50_ms = round(statistics.median(ordered) * 1000, 2)
+        result.p99_ms = round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)
+        result.max_ms = round(ordered[-1] * 1000, 2)
+    return result
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop  # the client's loop is part of what is measured: the faster one
+    except ImportError:
+        return
+    uvloop.install()
+
+
+def start_server(workers: int, max_streams: int, work_dir: Path) -> tuple[ServerProcess, str]:
+    port = free_port()
+    log_path = work_dir / "stream-scale.server.log"
+    command = [sys.executable, "-m", "rnn_sentiment.cli", "serve", "--address", f"127.0.0.1:{port}",
+               "--metrics-address", "", "--log-format", "json", "--workers", str(workers),
+               "--max-streams", str(max_streams), "--max-concurrent-rpcs", str(max_streams + 64)]
+    server = ServerProcess("rnn-sentiment (streams)", command, log_path)
+    deadline = time.monotonic() + 180
+    while serving_workers(log_path) < workers:
+        if not server.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the server did not start:\n{server.log_tail()}")
+        time.sleep(0.2)
+    return server, f"127.0.0.1:{port}"
+
+
+def markdown(document: dict) -> str:
+    rows = [[r["streams"], r["seconds"], r["sent"], r["answered"], r["errors"], r["updates_per_s"], r["p50_ms"],
+             r["p99_ms"], r["max_ms"], r["server_cpu_cores"], r["server_cpu_us_per_update"], r["server_rss_mb"],
+             r["largest_worker_rss_mb"]]
+            for r in document["runs"]]
+    table = markdown_table(["streams", "seconds", "updates sent", "answered", "failed streams", "updates/s",
+                            "p50 ms", "p99 ms", "max ms", "server CPU cores", "server CPU µs/update", "server RSS MB",
+                            "largest process RSS MB"], rows)
+    largest = document["largest_within_p99"]
+    return (f"# StreamSentiment at scale\n\n`{document['command']}`\n\n"
+            f"Each stream sends one word every {document['interval_s']} s to `--workers {document['workers']}` "
+            f"(the shipped GRU), over {document['channels']} connections from {document['client_processes']} "
+            f"asyncio client processes on the same machine ({document['machine'].get('nproc', '?')} CPUs, load "
+            f"average {document['machine'].get('loadavg_at_start', 0):.1f} at the start). Latency: a word's send to "
+            f"its answer, at the client. Server RSS: every process of the server (supervisor and workers), at the "
+            f"end of the run; before any stream: {document['idle_rss_mb']} MB.\n\n"
+            f"{table}\n\nLargest stream count with p99 ≤ {document['p99_target_ms']} ms: "
+            f"**{largest if largest is not None else 'none of those tried'}**.\n")
+
+
+def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
+    work_dir = new_work_dir()
+    machine = machine_facts()  # its load average: before this benchmark adds its own
+    counts = sorted({int(c) for c in args.search.split(",") if c.strip()} | {args.streams})
+    server, target = start_server(args.workers, max(counts), work_dir)
+    runs: list[RunResult] = []
+    idle_rss_mb = round(sample_tree(server.pid).rss_bytes / 2**20, 1)
+    try:
+        # Each worker builds a model's stream executor on its first stream: not part of the measure.
+        run_streams(target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream, server.pid,
+                    args.client_processes)
+        for count in counts:
+            seconds = args.seconds if count == args.streams else args.search_seconds
+            result = run_streams(target, count, seconds, args.interval, args.channels,
+                                 args.words_per_stream, server.pid, args.client_processes)
+            print(f"  {count:>5} streams {seconds:>4.0f} s: {result.answered}/{result.sent} answered, "
+                  f"{result.errors} failed streams, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
+                  f"{result.updates_per_s:,.0f} updates/s, server {result.server_cpu_cores} cores, "
+                  f"RSS {result.server_rss_mb} MB", flush=True)
+            runs.append(result)
+            time.sleep(1.0)  # streams from one run end before the next opens its own
+    finally:
+        server.stop()
+    within = [r.streams for r in runs if r.errors == 0 and r.answered == r.sent and r.p99_ms <= args.p99_ms]
+    return {"command": command_line(argv), "workers": args.workers, "interval_s": args.interval,
+            "channels": args.channels, "client_processes": args.client_processes, "p99_target_ms": args.p99_ms,
+            "idle_rss_mb": idle_rss_mb, "machine": machine,
+            "largest_within_p99": max(within) if within else None, "runs": [asdict(r) for r in runs]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--streams", type=int, default=1000, help="the main run's open streams")
+    parser.add_argument("--seconds", type=float, default=30.0, help="the main run's length")
+    parser.add_argument("--interval", type=float, default=0.2, help="seconds between one stream's words")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--channels", type=int, default=32, help="client connections the streams share")
+    parser.add_argument("--client-processes", type=int, default=2,
+                        help="client processes the streams are spread over (one asyncio loop each)")
+    parser.add_argument("--words-per-stream", type=int, default=100)
+    parser.add_argument("--search", default="250,500,750", help="other stream counts, comma-separated")
+    parser.add_argument("--search-seconds", type=float, default=10.0)
+    parser.add_argument("--p99-ms", type=float, default=50.0)
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for stream_scale.{md,json}")
+    args = parser.parse_args(argv)
+    document = run_all(args, ["python", "-m", "bench.stream_scale", *argv])
+    json_path, md_path = write_results(args.out, "stream_scale", document, markdown(document))
+    print(f"wrote {md_path} and {json_path}")
+    print(json.dumps({"largest_within_p99": document["largest_within_p99"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,96 @@
+"""StreamBatcher: the chunks many open streams have ready, advanced in ONE model-thread call.
+
+Like the Predict micro-batcher, it never waits for a batch to fill: the first chunk runs after
+one turn of the event loop (the handlers woken in that turn join it), and while a call runs on
+the model thread, newly arrived chunks queue and the next call takes them all. So the model's
+cost follows the tokens arriving, not the streams open. The calls share the model's one thread
+with Predict batches and Trace slices (FIFO), so a stream never stalls them by more than one
+batch of chunks.
+
+No task runs while nothing is queued: a runner starts with the first chunk and ends when the
+queue is empty, so a retired model version leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import weakref
+from dataclasses import dataclass
+
+from prometheus_client import Histogram
+
+from rnn_sentiment.model.streaming import StreamChunk, StreamState, StreamStepper, StreamStepResult
+
+from .model_thread import ModelThread
+
+# The most sessions one model-thread call advances: bounds how long a Predict batch can wait
+# behind a stream batch (a chunk is usually a word or two).
+MAX_STREAM_BATCH = 256
+
+
+@dataclass
+class _Pending:
+    state: StreamState
+    chunk: StreamChunk
+    want_steps: bool
+    future: asyncio.Future
+
+
+class StreamBatcher:
+    """Advances stream sessions of one model version on its model thread, many per call."""
+
+    def __init__(self, stepper: StreamStepper, model_thread: ModelThread, model_seconds: Histogram,
+                 max_batch: int = MAX_STREAM_BATCH) -> None:
+        self.stepper = stepper
+        # Weakly: the thread's ServedModel keeps it alive while any of its streams is open (hold()),
+        # and a cache keyed by the thread can drop this batcher once the version is retired.
+        self._model_thread = weakref.ref(model_thread)
+        self._model_seconds = model_seconds
+        self._max_batch = max_batch
+        self._pending: list[_Pending] = []
+        self._runner: asyncio.Task[None] | None = None
+
+    def start_state(self) -> StreamState:
+        return self.stepper.start()
+
+    async def advance(self, state: StreamState, chunk: StreamChunk,
+                      want_steps: bool) -> tuple[StreamState, StreamStepResult]:
+        """`state` after reading `chunk` (token strings), batched with the other streams' chunks."""
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(state, chunk, want_steps, future))
+        if self._runner is None:
+            self._runner = asyncio.ensure_future(self._run_until_empty())
+        return await future
+
+    async def _run_until_empty(self) -> None:
+        try:
+            while self._pending:
+                # One turn of the event loop: chunks whose handlers woke in this turn join the batch.
+                await asyncio.sleep(0)
+                batch = [p for p in self._pending[: self._max_batch] if not p.future.done()]
+                del self._pending[: self._max_batch]
+                if batch:
+                    await self._run(batch)
+        finally:
+            self._runner = None
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        started = time.monotonic()
+        try:
+            model_thread = self._model_thread()
+            if model_thread is None:
+                raise RuntimeError("the model version of these streams has been retired")
+            answers = await model_thread.run(
+                self.stepper.advance, [p.state for p in batch], [p.chunk for p in batch],
+                [p.want_steps for p in batch])
+        except Exception as error:  # every stream in the batch gets the failure
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        finally:
+            self._model_seconds.observe(time.monotonic() - started)
+        for pending, answer in zip(batch, answers, strict=True):
+            if not pending.future.done():
+                pending.future.set_result(answer)

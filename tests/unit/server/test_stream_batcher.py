@@ -1,0 +1,138 @@
+"""StreamBatcher and StreamRegistry on a real tiny model and a real model thread."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from typing import AsyncIterator
+
+import grpc
+import pytest
+
+from rnn_sentiment.model.checkpoint import load_checkpoint
+from rnn_sentiment.model.streaming import StreamStepper, make_stream_stepper
+from rnn_sentiment.server.errors import ServiceError
+from rnn_sentiment.server.metrics import ServerMetrics
+from rnn_sentiment.server.model_thread import ModelThread
+from rnn_sentiment.server.stream_batcher import StreamBatcher
+from rnn_sentiment.server.stream_sessions import StreamLimits, StreamRegistry
+from tests.support import write_untrained_checkpoint
+
+WORDS = [["a", "good"], ["film"], ["not", "bad", "."], ["a"], [","], ["bad", "film", "good"]]
+
+
+class RecordingStepper:
+    """The real stepper; remembers how many sessions each call advanced."""
+
+    def __init__(self, stepper: StreamStepper) -> None:
+        self.stepper = stepper
+        self.calls: list[int] = []
+
+    def start(self):
+        return self.stepper.start()
+
+    def advance(self, states, chunks, want_steps):
+        self.calls.append(len(states))
+        return self.stepper.advance(states, chunks, want_steps)
+
+
+@pytest.fixture(scope="module")
+def stepper(tmp_path_factory: pytest.TempPathFactory) -> StreamStepper:
+    directory = write_untrained_checkpoint(tmp_path_factory.mktemp("m") / "tiny", "tiny", "1")
+    return make_stream_stepper(load_checkpoint(directory), "torch", 1)
+
+
+def make_batcher(stepper: StreamStepper, max_batch: int = 256) -> tuple[StreamBatcher, RecordingStepper, ModelThread]:
+    metrics = ServerMetrics.create()
+    recording = RecordingStepper(stepper)
+    thread = ModelThread("test-model")
+    histogram = metrics.model_seconds.labels("tiny", "stream")
+    return StreamBatcher(recording, thread, histogram, max_batch=max_batch), recording, thread  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("max_batch, expected_calls", [(256, [len(WORDS)]), (4, [4, 2])])
+def test_chunks_ready_together_advance_in_one_model_thread_call(stepper, max_batch, expected_calls) -> None:
+    batcher, recording, thread = make_batcher(stepper, max_batch)
+
+    async def main():
+        states = [batcher.start_state() for _ in WORDS]
+        return await asyncio.gather(*(batcher.advance(s, w, False) for s, w in zip(states, WORDS)))
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        thread.shutdown()
+    assert recording.calls == expected_calls
+    for words, (state, result) in zip(WORDS, answers):
+        ((alone_state, alone), ) = stepper.advance([stepper.start()], [words], [False])
+        assert result.prediction.probabilities == pytest.approx(alone.prediction.probabilities, abs=1e-6)
+        assert state.tokens_read == len(words)
+
+
+def test_a_cancelled_chunk_does_not_stop_the_others(stepper) -> None:
+    batcher, recording, thread = make_batcher(stepper)
+
+    async def main():
+        start = batcher.start_state()
+        cancelled = asyncio.ensure_future(batcher.advance(start, ["a"], False))
+        kept = asyncio.ensure_future(batcher.advance(start, ["good"], True))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        return await kept
+
+    try:
+        state, result = asyncio.run(main())
+    finally:
+        thread.shutdown()
+    assert recording.calls == [1]
+    assert [step.token for step in result.steps] == ["good"]
+
+
+async def _silent() -> AsyncIterator[str]:
+    await asyncio.Event().wait()  # never sends
+    yield ""
+
+
+def test_registry_refuses_past_the_limit_and_frees_a_slot_on_leaving() -> None:
+    registry = StreamRegistry(StreamLimits(max_streams=2), ServerMetrics.create())
+    with registry.session(), registry.session():
+        with pytest.raises(ServiceError) as refused:
+            with registry.session():
+                pass
+        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "--max-streams 2" in refused.value.message
+    assert registry.open_count == 0
+    with registry.session():
+        assert registry.open_count == 1
+
+
+def test_an_idle_session_ends_with_deadline_exceeded_and_the_drain_with_unavailable() -> None:
+    registry = StreamRegistry(StreamLimits(max_streams=4), ServerMetrics.create())
+
+    async def main() -> tuple[ServiceError, ServiceError]:
+        with registry.session() as idle:
+            with pytest.raises(ServiceError) as idle_end:
+                await idle.next_message(_silent(), 0.05)
+        with registry.session() as waiting:
+            registry.end_all_after(0.05)
+            with pytest.raises(ServiceError) as drain_end:
+                await waiting.next_message(_silent(), 0)  # no idle limit: only the drain ends it
+        await registry.stop()
+        return idle_end.value, drain_end.value
+
+    idle_error, drain_error = asyncio.run(main())
+    assert idle_error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "idle for 0.05 s" in idle_error.message
+    assert drain_error.code == grpc.StatusCode.UNAVAILABLE and "grace period" in drain_error.message
+
+
+def test_a_batcher_does_not_keep_a_retired_model_thread_alive(stepper) -> None:
+    # The server caches batchers by model thread (weakly): a batcher holding its thread would
+    # keep every retired version's model and stream executor in memory after a hot reload.
+    batcher, _, thread = make_batcher(stepper)
+    thread.shutdown()
+    retired = weakref.ref(thread)
+    del thread
+    gc.collect()
+    assert retired() is None
+    assert batcher.stepper is not None
