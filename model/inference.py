@@ -10,6 +10,7 @@ import torch
 from .checkpoint import LoadedModel
 from .data import Batch, make_batch
 from .tokenizer import tokenize
+from .truncation import TokenLimit
 from .vocabulary import PAD_ID, UNK_ID, Vocabulary
 
 __all__ = ["EncodedText", "PredictionResult", "encode_tokens", "encode_texts", "predict_encoded",
@@ -25,6 +26,7 @@ class EncodedText:
     # Per token, the n-gram ids the network adds (Vocabulary.unknown_subwords); () when the
     # model has no sub-words or the text no unknown token.
     subword_ids: tuple[tuple[int, ...], ...] = ()
+    text_token_count: int = 0  # tokens of the whole text, before truncation; 0: not recorded
 
 
 @dataclass(frozen=True)
@@ -35,28 +37,34 @@ class PredictionResult:
     token_count: int
     unknown_count: int
     truncated: bool
+    text_token_count: int = 0  # tokens of the whole text, before truncation
 
 
-def encode_tokens(tokens: Sequence[str], vocab: Vocabulary, max_tokens: int) -> EncodedText:
-    """Ids for already tokenized text, keeping the first max_tokens tokens."""
+def encode_tokens(tokens: Sequence[str], vocab: Vocabulary, max_tokens: int,
+                  truncation: str = "head") -> EncodedText:
+    """Ids for already tokenized text, keeping at most max_tokens tokens: the first ones
+    ("head"), or the first and the last ones ("head_tail"; model/truncation.py)."""
     if not tokens:
         raise ValueError("text has no tokens; send at least one word")
-    kept = tuple(tokens[:max_tokens])
+    # Most texts fit: no TokenLimit to build for them (this runs for every text served).
+    kept = tuple(tokens) if len(tokens) <= max_tokens else TokenLimit(max_tokens, truncation).keep(tokens)
     ids = tuple(vocab.encode(kept))
     # Not known == encoded as <unk> or <pad> (Vocabulary.is_known); counting ids is 10x cheaper.
     unknown = ids.count(UNK_ID) + ids.count(PAD_ID)
     return EncodedText(tokens=kept, ids=ids, unknown_count=unknown, truncated=len(tokens) > max_tokens,
-                       subword_ids=vocab.unknown_subwords(kept, ids) if unknown else ())
+                       subword_ids=vocab.unknown_subwords(kept, ids) if unknown else (),
+                       text_token_count=len(tokens))
 
 
-def encode_texts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int) -> list[EncodedText]:
+def encode_texts(texts: Sequence[str], vocab: Vocabulary, max_tokens: int,
+                 truncation: str = "head") -> list[EncodedText]:
     """Tokenize and encode raw texts; a text with no tokens (e.g. only whitespace) raises ValueError."""
     encoded = []
     for index, text in enumerate(texts):
         tokens = tokenize(text)
         if not tokens:
             raise ValueError(f"text {index} has no tokens after tokenizing; send at least one word")
-        encoded.append(encode_tokens(tokens, vocab, max_tokens))
+        encoded.append(encode_tokens(tokens, vocab, max_tokens, truncation))
     return encoded
 
 
@@ -103,4 +111,5 @@ def to_prediction(labels: Sequence[str], probabilities: Sequence[float], item: E
         token_count=len(item.ids),
         unknown_count=item.unknown_count,
         truncated=item.truncated,
+        text_token_count=max(item.text_token_count, len(item.ids)),
     )

@@ -13,6 +13,7 @@ _CELL_TYPES = {"rnn": pb.CELL_TYPE_RNN, "gru": pb.CELL_TYPE_GRU, "lstm": pb.CELL
 _DIRECTIONS = {"forward": pb.DIRECTION_FORWARD, "backward": pb.DIRECTION_BACKWARD}
 _GATE_FIELDS = {"update": "update_gate", "reset": "reset_gate", "input": "input_gate", "forget": "forget_gate",
                 "output": "output_gate"}
+_TRUNCATIONS = {"head": pb.TRUNCATION_HEAD, "head_tail": pb.TRUNCATION_HEAD_TAIL}
 _POOLINGS = {
     "last": pb.POOLING_LAST,
     "mean": pb.POOLING_MEAN,
@@ -29,6 +30,7 @@ def prediction_message(result: PredictionResult) -> pb.Prediction:
         token_count=result.token_count,
         unknown_token_count=result.unknown_count,
         truncated=result.truncated,
+        text_token_count=result.text_token_count,
     )
 
 
@@ -127,7 +129,9 @@ def model_info_message(served: ServedModel, is_default: bool) -> pb.ModelInfo:
         ),
         labels=config.labels,
         vocabulary_size=len(loaded.vocab),
-        max_tokens=config.max_tokens,
+        max_tokens=served.max_tokens,  # the served limit, not the checkpoint's training one
+        truncation=_TRUNCATIONS[served.truncation],
+        truncation_head_tokens=served.token_limit.head_tokens,
         checkpoint_sha256=loaded.sha256,
         dev_accuracy=training.dev_accuracy if training is not None else 0.0,
         device=served.device,

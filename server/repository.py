@@ -21,6 +21,7 @@ from rnn_sentiment.model.backends import Predictor, make_predictor
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
 from rnn_sentiment.model.inference import EncodedText, PredictionResult, encode_texts
 from rnn_sentiment.model.trace import warm_up_trace
+from rnn_sentiment.model.truncation import TokenLimit
 
 from .batcher import MicroBatcher
 from .config import ServerConfig
@@ -29,6 +30,7 @@ from .heap import release_free_heap
 from .metrics import ModelMetrics, ServerMetrics
 from .model_directory import CHECKPOINT_MARKER, CheckpointDir, check_model_name, scan_model_directory
 from .model_thread import ModelThread
+from .token_limits import text_chars_shortfall, token_limit_for, token_limit_overrides
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ class ServedModel:
     batcher: MicroBatcher[EncodedText, PredictionResult]
     metrics: ServerMetrics
     model_metrics: ModelMetrics  # this model's series, shared with its batcher
+    token_limit: TokenLimit  # from the server's configuration, not the checkpoint (server/token_limits.py)
     _holds: int = field(default=0, init=False)  # callers between model-thread calls (hold())
     _released: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
@@ -89,7 +92,12 @@ class ServedModel:
     @property
     def max_tokens(self) -> int:
         """The most tokens this model reads of one text; the rest is dropped (truncated)."""
-        return self.loaded.config.max_tokens
+        return self.token_limit.max_tokens
+
+    @property
+    def truncation(self) -> str:
+        """Which tokens of a longer text are read: "head" or "head_tail" (model/truncation.py)."""
+        return self.token_limit.truncation
 
     @contextlib.asynccontextmanager
     async def hold(self) -> AsyncIterator[None]:
@@ -123,7 +131,7 @@ def load_and_warm(checkpoint: CheckpointDir, device: str, config: ServerConfig) 
     loaded = load_checkpoint(checkpoint.path, device=device)
     check_model_name(checkpoint, loaded.name)
     predictor = make_predictor(loaded, config.backend, config.resolved_torch_threads, config.onnx_max_batch)
-    predictor(encode_texts([WARM_UP_TEXT], loaded.vocab, loaded.config.max_tokens))
+    predictor(encode_texts([WARM_UP_TEXT], loaded.vocab, config.max_tokens))
     # Torch's one-off autograd set-up (~0.5 s) here, not inside one slice of the first caller's trace.
     warm_up_trace(loaded)
     log.info("model %s %s: Predict runs on %s", loaded.name, loaded.version, predictor.description)
@@ -160,8 +168,14 @@ class ModelRepository:
                 f"default_model={default_name!r} is not among the loaded models: {', '.join(sorted(loaded_models))}"
             )
         repository.default_name = default_name
+        for name in token_limit_overrides(config.model_token_limits).keys() - loaded_models.keys():
+            # Not fatal: hot reload may add the model later, and then the override applies.
+            log.warning("--model-token-limits names a model that is not served", extra={"fields": {"model": name}})
         for predictor in loaded_models.values():
             repository._models[predictor.loaded.name] = repository._serve(predictor)
+        longest = max(served.max_tokens for served in repository._models.values())
+        if shortfall := text_chars_shortfall(config.max_text_chars, longest):
+            log.warning(shortfall)
         return repository
 
     def prepare(self, checkpoint: CheckpointDir) -> Predictor:
@@ -178,10 +192,11 @@ class ModelRepository:
             max_batch_size=self._config.max_batch_size,
             max_queue=self._config.max_queue_texts,
             max_batch_delay=self._config.max_batch_delay_ms / 1000.0,
-            busy_batch_delay=self._config.busy_batch_delay_ms / 1000.0,
             metrics=model_metrics,
         )
-        return ServedModel(predictor, self.device, model_thread, batcher, self._metrics, model_metrics)
+        token_limit = token_limit_for(loaded.name, self._config.max_tokens, self._config.truncation,
+                                      self._config.model_token_limits)
+        return ServedModel(predictor, self.device, model_thread, batcher, self._metrics, model_metrics, token_limit)
 
     def start(self) -> None:
         """Start every batcher (needs the running event loop) and publish model info."""

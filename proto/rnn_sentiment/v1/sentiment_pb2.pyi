@@ -21,6 +21,12 @@ class Direction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DIRECTION_FORWARD: _ClassVar[Direction]
     DIRECTION_BACKWARD: _ClassVar[Direction]
 
+class Truncation(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TRUNCATION_UNSPECIFIED: _ClassVar[Truncation]
+    TRUNCATION_HEAD: _ClassVar[Truncation]
+    TRUNCATION_HEAD_TAIL: _ClassVar[Truncation]
+
 class CellType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     CELL_TYPE_UNSPECIFIED: _ClassVar[CellType]
@@ -43,6 +49,9 @@ ATTRIBUTION_METHOD_OCCLUSION: AttributionMethod
 DIRECTION_UNSPECIFIED: Direction
 DIRECTION_FORWARD: Direction
 DIRECTION_BACKWARD: Direction
+TRUNCATION_UNSPECIFIED: Truncation
+TRUNCATION_HEAD: Truncation
+TRUNCATION_HEAD_TAIL: Truncation
 CELL_TYPE_UNSPECIFIED: CellType
 CELL_TYPE_RNN: CellType
 CELL_TYPE_GRU: CellType
@@ -72,20 +81,22 @@ class PredictResponse(_message.Message):
     def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("label", "score", "probabilities", "token_count", "unknown_token_count", "truncated")
+    __slots__ = ("label", "score", "probabilities", "token_count", "unknown_token_count", "truncated", "text_token_count")
     LABEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     UNKNOWN_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_TOKEN_COUNT_FIELD_NUMBER: _ClassVar[int]
     label: str
     score: float
     probabilities: _containers.RepeatedScalarFieldContainer[float]
     token_count: int
     unknown_token_count: int
     truncated: bool
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., unknown_token_count: _Optional[int] = ..., truncated: _Optional[bool] = ...) -> None: ...
+    text_token_count: int
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., unknown_token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., text_token_count: _Optional[int] = ...) -> None: ...
 
 class TraceRequest(_message.Message):
     __slots__ = ("text", "model", "include_hidden_states", "attributions", "integrated_gradients_steps", "all_layers", "top_k_units", "include_memory_profile")
@@ -212,7 +223,7 @@ class GetModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "architecture", "labels", "vocabulary_size", "max_tokens", "checkpoint_sha256", "dev_accuracy", "device", "is_default")
+    __slots__ = ("name", "version", "architecture", "labels", "vocabulary_size", "max_tokens", "checkpoint_sha256", "dev_accuracy", "device", "is_default", "truncation", "truncation_head_tokens", "max_texts_per_request", "max_text_chars")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
@@ -223,6 +234,10 @@ class ModelInfo(_message.Message):
     DEV_ACCURACY_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATION_HEAD_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXTS_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     architecture: Architecture
@@ -233,7 +248,11 @@ class ModelInfo(_message.Message):
     dev_accuracy: float
     device: str
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., vocabulary_size: _Optional[int] = ..., max_tokens: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., dev_accuracy: _Optional[float] = ..., device: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    truncation: Truncation
+    truncation_head_tokens: int
+    max_texts_per_request: int
+    max_text_chars: int
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., vocabulary_size: _Optional[int] = ..., max_tokens: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., dev_accuracy: _Optional[float] = ..., device: _Optional[str] = ..., is_default: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., truncation_head_tokens: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ...) -> None: ...
 
 class Architecture(_message.Message):
     __slots__ = ("cell_type", "num_layers", "embedding_dim", "hidden_size", "bidirectional", "pooling", "parameter_count", "subword_buckets")
