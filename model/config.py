@@ -6,10 +6,13 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["CELLS", "POOLINGS", "ModelConfig", "TrainingRecord"]
+__all__ = ["BACKENDS", "CELLS", "POOLINGS", "ModelConfig", "TrainingRecord"]
 
 CELLS = ("rnn", "gru", "lstm")
 POOLINGS = ("last", "mean", "max", "attention")
+# Predict's executors (model/backends.py). Named here, away from torch and ONNX Runtime, so the
+# server's configuration checks a choice without importing either.
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 @dataclass(frozen=True)

@@ -24,87 +24,13 @@ from .data import Batch, Example, length_bucketed_batches, read_sst_tsv
 from .distillation import OnlineTeachers, distillation_loss, teacher_probabilities
 from .metrics import classification_metrics
 from .network import SentimentRNN
+from .train_config import WEIGHTS_DTYPES, TrainConfig
 from .vocabulary import UNK_ID, Vocabulary
 
 __all__ = ["TrainConfig", "train", "fit_temperature",
            "adversarial_loss"]
 
 LOG_FILE = "training_log.jsonl"
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run needs; the defaults train the shipped sst2-gru model."""
-
-    data_dir: str = "../shared/data/sst2"  # relative to cwd: the project root's sibling `shared/`
-    output_dir: str = "model/checkpoints/sst2-gru"  # the checkpoint directory (log goes beside it)
-    name: str = "sst2-gru"
-    version: str = "2.1.0"  # sst2-gru 2: sub-word n-grams; 2.1: adversarial training, dropout 0.4, 3 epochs
-    cell: str = "gru"
-    embedding_dim: int = 256
-    hidden_size: int = 256
-    num_layers: int = 1
-    bidirectional: bool = False
-    pooling: str = "last"
-    # Hashed character n-gram rows (model/subwords.py); 0 = word vectors only. 10,000 gained
-    # 1.5 dev points over seeds 1-3 (docs/models.md) at 2.56 M parameters.
-    subword_buckets: int = 10000
-    # Random-init embeddings over 67k short phrases overfit within 2 epochs. 0.5 before adversarial
-    # training took over part of the regularising; with it, 0.4 (docs/models.md).
-    dropout: float = 0.4
-    max_tokens: int = 128
-    # The cosine decay ends with the last epoch. Without adversarial training SST-2 GRUs peak within
-    # 2 epochs of the phrase data and a third did not help; with it they peak later, and 3 epochs
-    # gained 0.67 dev points over 2 (seeds 1-5, docs/models.md).
-    epochs: int = 3
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_fraction: float = 0.03  # of all steps: linear warmup, then cosine decay to zero
-    # Chance a training token becomes <unk>: trains <unk> (every unseen word at serve time)
-    # and regularises; 0.1 gained ~0.5 dev points over 0.0 on the GRU defaults.
-    word_dropout: float = 0.1
-    # e.g. 0.998: evaluate and keep a moving average of the weights (Polyak averaging). Off by
-    # default: on SST-2 with the GRU defaults the average scored below the raw weights.
-    ema_decay: float | None = None
-    # Share of each gold label spread evenly over all labels (Szegedy et al. 2016); 0 = hard labels.
-    label_smoothing: float = 0.0
-    # Adversarial training (Miyato et al. 2017, arXiv:1605.07725): each batch is also learned with
-    # its input vectors moved this far (L2 norm per text) in the direction that raises the loss
-    # most. 0 = off. Word vectors have norm ~2, so 0.5 moves a 20-word text by about 5%. With
-    # dropout 0.4 and 3 epochs: +1.17 dev points over seeds 1-5, paired (87.02 against 85.85).
-    adversarial_epsilon: float = 0.5
-    grad_clip: float = 5.0  # recurrent nets occasionally explode (Pascanu et al. 2013)
-    patience: int = 4  # dev evaluations without improvement before stopping (one epoch)
-    evals_per_epoch: int = 4  # the peak is sharp; evaluating more often than per epoch finds it
-    # The shipped sst2-gru's seed. Seeds 1-5 gave 87.0/86.8/87.2/87.3/86.8 dev accuracy with these
-    # defaults (85.7/86.2/85.9/85.8/85.7 with 2.0.0's: no adversarial term, dropout 0.5, 2 epochs),
-    # so about half a point of seed noise on 872 sentences. Seed 3 ships, as it did for 2.0.0.
-    seed: int = 3
-    deterministic: bool = True
-    min_freq: int = 1
-    max_vocab: int | None = None
-    max_train_examples: int | None = None  # for tiny test runs
-    threads: int = 1
-    weights_dtype: str = "float16"  # halves the checkpoint; dev accuracy is measured after rounding
-    calibrate: bool = True  # fit ModelConfig.temperature on dev NLL
-    time_limit_seconds: float | None = None  # stop at the next evaluation after this long
-    # Checkpoint directories of trained networks whose averaged, softened probabilities the
-    # network also learns from (knowledge distillation, model/distillation.py). Any cell,
-    # size or vocabulary; none by default (gold labels only).
-    teachers: tuple[str, ...] = ()
-    distill_weight: float = 0.5  # share of the teachers' soft term in the loss; the rest is gold CE
-    distill_temperature: float = 2.0  # softens teacher and student alike before they are compared
-    # Ask the teachers about every batch as the student sees it (after word dropout) instead
-    # of once about the clean phrases: slower (teacher forwards each step), labels new inputs.
-    distill_online: bool = False
-
-    def model_config(self) -> ModelConfig:
-        return ModelConfig(
-            cell=self.cell, embedding_dim=self.embedding_dim, hidden_size=self.hidden_size,
-            num_layers=self.num_layers, bidirectional=self.bidirectional, pooling=self.pooling,
-            dropout=self.dropout, max_tokens=self.max_tokens, subword_buckets=self.subword_buckets,
-        ).validate()
 
 
 def train(config: TrainConfig, progress: bool = True) -> TrainingRecord:
@@ -119,17 +45,59 @@ def train(config: TrainConfig, progress: bool = True) -> TrainingRecord:
 
 
 def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
+    model_config = _checked_model_config(config)
+    started = time.monotonic()
+    _seed_everything(config.seed, config.deterministic)
+    torch.set_num_threads(config.threads)
+    rng = random.Random(config.seed)  # draws the training sample, then every epoch's batch order
+    data = _load_data(config, model_config, rng)
+    network = SentimentRNN(model_config, len(data.vocab))
+    if model_config.subword_buckets:
+        network.set_known_subwords(data.vocab.known_subword_table())
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with (output_dir / LOG_FILE).open("w", encoding="utf-8") as log:
+        _log(log, event="start", config=dataclasses.asdict(config), vocab_size=len(data.vocab),
+             train_examples=len(data.train_examples), dev_examples=len(data.dev_examples),
+             parameters=sum(p.numel() for p in network.parameters()), **data.teacher_summary)
+        run = _Run.start(config, network, data, rng, log, started, progress)
+        for _ in range(config.epochs):
+            if _run_epoch(run):
+                break
+        if run.bar is not None:
+            run.bar.close()
+        return _write_checkpoint(run, model_config, output_dir)
+
+
+def _checked_model_config(config: TrainConfig) -> ModelConfig:
+    """The architecture to train, after refusing settings no run can use (ValueError naming them)."""
     model_config = config.model_config()
     if not 0.0 <= config.label_smoothing < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1), got {config.label_smoothing}")
     if config.adversarial_epsilon < 0.0:
         raise ValueError(f"adversarial_epsilon must be >= 0, got {config.adversarial_epsilon}")
-    if config.weights_dtype not in ("float32", "float16"):
-        raise ValueError(f"invalid weights_dtype {config.weights_dtype!r}; options are ['float32', 'float16']")
-    started = time.monotonic()
-    _seed_everything(config.seed, config.deterministic)
-    torch.set_num_threads(config.threads)
+    if config.weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(f"invalid weights_dtype {config.weights_dtype!r}; options are {list(WEIGHTS_DTYPES)}")
+    return model_config
 
+
+@dataclass
+class _TrainingData:
+    """What a run reads before its first step."""
+
+    train_examples: list[Example]
+    dev_examples: list[Example]
+    dev_batches: list[Batch]
+    vocab: Vocabulary
+    num_classes: int
+    soft_targets: Tensor | None  # the teachers' labels of train_examples [N, C], offline distillation
+    online_teachers: OnlineTeachers | None
+    teacher_summary: dict[str, Any]
+    data_name: str  # the data directory's name, recorded in the checkpoint
+
+
+def _load_data(config: TrainConfig, model_config: ModelConfig, rng: random.Random) -> _TrainingData:
+    """Read and check the examples, sample the training set, build the vocabulary, ask the teachers."""
     data_dir = Path(config.data_dir)
     for split in ("train.tsv", "dev.tsv"):
         if not (data_dir / split).is_file():
@@ -137,7 +105,6 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
                                     f"train.tsv and dev.tsv")
     train_examples = read_sst_tsv(data_dir / "train.tsv")
     dev_examples = read_sst_tsv(data_dir / "dev.tsv")
-    rng = random.Random(config.seed)
     if config.max_train_examples is not None and config.max_train_examples < len(train_examples):
         train_examples = rng.sample(train_examples, config.max_train_examples)
     num_classes = len(model_config.labels)
@@ -150,123 +117,176 @@ def _train(config: TrainConfig, progress: bool) -> TrainingRecord:
     soft_targets, teacher_summary = _teacher_targets(config, train_examples, dev_examples, model_config)
     online = (OnlineTeachers(config.teachers, vocab, model_config.labels, config.distill_temperature)
               if config.teachers and config.distill_online else None)
-    network = SentimentRNN(model_config, len(vocab))
-    if model_config.subword_buckets:
-        network.set_known_subwords(vocab.known_subword_table())
-    dev_batches = length_bucketed_batches(dev_examples, vocab, 256, max_tokens=config.max_tokens)
+    return _TrainingData(
+        train_examples=train_examples, dev_examples=dev_examples,
+        dev_batches=length_bucketed_batches(dev_examples, vocab, 256, max_tokens=config.max_tokens),
+        vocab=vocab, num_classes=num_classes, soft_targets=soft_targets, online_teachers=online,
+        teacher_summary=teacher_summary, data_name=data_dir.resolve().name,
+    )
 
-    steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
-    eval_every = max(1, steps_per_epoch // max(1, config.evals_per_epoch))
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _warmup_cosine(max(1, int(config.warmup_fraction * total_steps)), total_steps))
 
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    best_accuracy, best_step, best_state = -1.0, 0, _copy_state(network)
-    evaluations_without_gain, step = 0, 0
-    running_loss, running_count = 0.0, 0
-    stop = False
-    parameters = list(network.parameters())
-    averaged = [p.detach().clone() for p in parameters] if config.ema_decay else None
-    bar = _progress_bar(total_steps, progress)
-    with (output_dir / LOG_FILE).open("w", encoding="utf-8") as log:
-        _log(log, event="start", config=dataclasses.asdict(config), vocab_size=len(vocab),
-             train_examples=len(train_examples), dev_examples=len(dev_examples),
-             parameters=sum(p.numel() for p in network.parameters()), **teacher_summary)
-        for epoch in range(config.epochs):
-            network.train()
-            for batch in length_bucketed_batches(train_examples, vocab, config.batch_size, rng,
-                                                 max_tokens=config.max_tokens):
-                token_ids, subword_ids = _drop_words(network, batch, config.word_dropout)  # [B, T], [B, T, K]
-                embedded = network.embed(token_ids, subword_ids)  # [B, T, E]
-                logits = network.forward_embedded(embedded, batch.lengths).logits  # [B, C]
-                if online is not None:
-                    teachers = online.probabilities(token_ids, batch.lengths, subword_ids)
-                    loss = distillation_loss(logits, batch.labels, teachers, config.distill_weight,
-                                             config.distill_temperature, config.label_smoothing)
-                elif soft_targets is None:
-                    loss = nn.functional.cross_entropy(logits, batch.labels, label_smoothing=config.label_smoothing)
-                else:
-                    assert batch.indices is not None
-                    loss = distillation_loss(logits, batch.labels, soft_targets[batch.indices], config.distill_weight,
-                                             config.distill_temperature, config.label_smoothing)
-                if config.adversarial_epsilon > 0:
-                    loss = loss + adversarial_loss(network, embedded, batch.lengths, batch.labels, loss,
-                                                   config.adversarial_epsilon, config.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                if averaged is not None:
-                    with torch.no_grad():
-                        for average, parameter in zip(averaged, parameters):
-                            average.lerp_(parameter, 1.0 - config.ema_decay)
-                step += 1
-                running_loss += loss.item() * len(batch.labels)
-                running_count += len(batch.labels)
-                if bar is not None:
-                    bar.update(1)
-                if step % eval_every and step != total_steps:
-                    continue
-                with _swapped_in(parameters, averaged):
-                    metrics = classification_metrics(*_dev_predictions(network, dev_batches), num_classes)
-                    if metrics.accuracy > best_accuracy:
-                        best_accuracy, best_step, best_state = metrics.accuracy, step, _copy_state(network)
-                network.train()
-                if best_step == step:
-                    evaluations_without_gain = 0
-                else:
-                    evaluations_without_gain += 1
-                train_loss = running_loss / max(1, running_count)
-                running_loss, running_count = 0.0, 0
-                elapsed = time.monotonic() - started
-                _log(log, event="eval", step=step, epoch=round(step / steps_per_epoch, 3),
-                     train_loss=round(train_loss, 5), dev_accuracy=round(metrics.accuracy, 5),
-                     dev_macro_f1=round(metrics.macro_f1, 5), lr=scheduler.get_last_lr()[0],
-                     elapsed_seconds=round(elapsed, 1))
-                if bar is not None:
-                    bar.set_postfix(loss=f"{train_loss:.3f}", dev=f"{metrics.accuracy:.3f}",
-                                    best=f"{best_accuracy:.3f}")
-                if evaluations_without_gain >= config.patience or (
-                        config.time_limit_seconds is not None and elapsed >= config.time_limit_seconds):
-                    stop = True
-                    break
-            if stop:
-                break
-        if bar is not None:
-            bar.close()
+@dataclass
+class _BestWeights:
+    """Early stopping's memory: the best dev accuracy so far, when, and the weights that scored it."""
 
-        network.load_state_dict(best_state)
-        # What ships: each known word's n-grams folded into its vector (same answers, computed once).
-        network.fold_known_subwords()
-        if config.weights_dtype == "float16":
-            # Score what will be shipped: the weights as they come back from a float16 file.
-            with torch.no_grad():
-                for parameter in network.parameters():
-                    parameter.copy_(parameter.half().float())
-        network.eval()
-        gold, predicted, logits = _dev_predictions(network, dev_batches, with_logits=True)
-        final = classification_metrics(gold, predicted, num_classes)
-        temperature = fit_temperature(logits, torch.tensor(gold)) if config.calibrate else 1.0
-        model_config = dataclasses.replace(model_config, temperature=temperature)
-        network.config = model_config
-        record = TrainingRecord(
-            dev_accuracy=round(final.accuracy, 5),
-            dev_macro_f1=round(final.macro_f1, 5),
-            epochs_run=round(step / steps_per_epoch, 3),
-            best_epoch=round(best_step / steps_per_epoch, 3),
-            seed=config.seed,
-            train_seconds=round(time.monotonic() - started, 1),
-            train_examples=len(train_examples),
-            trained_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
-            data=data_dir.resolve().name,
+    state: dict[str, Tensor]
+    accuracy: float = -1.0
+    step: int = 0
+    evaluations_without_gain: int = 0
+
+    def offer(self, accuracy: float, step: int, network: nn.Module) -> None:
+        """Keep the network's current weights if they beat the best (call with the evaluated weights in)."""
+        if accuracy > self.accuracy:
+            self.accuracy, self.step, self.state = accuracy, step, _copy_state(network)
+            self.evaluations_without_gain = 0
+        else:
+            self.evaluations_without_gain += 1
+
+
+@dataclass
+class _Run:
+    """A training run in progress: the network, its optimiser and schedule, and where it stands."""
+
+    config: TrainConfig
+    network: SentimentRNN
+    data: _TrainingData
+    rng: random.Random
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    parameters: list[nn.Parameter]
+    averaged: list[Tensor] | None  # the moving average of the parameters (ema_decay), or None
+    best: _BestWeights
+    log: TextIO
+    bar: Any  # a tqdm bar, or None
+    started: float
+    steps_per_epoch: int
+    total_steps: int
+    eval_every: int
+    step: int = 0
+    running_loss: float = 0.0  # summed over the texts since the last evaluation
+    running_count: int = 0
+
+    @classmethod
+    def start(cls, config: TrainConfig, network: SentimentRNN, data: _TrainingData, rng: random.Random,
+              log: TextIO, started: float, progress: bool) -> "_Run":
+        steps_per_epoch = math.ceil(len(data.train_examples) / config.batch_size)
+        total_steps = steps_per_epoch * config.epochs
+        optimizer = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, _warmup_cosine(max(1, int(config.warmup_fraction * total_steps)), total_steps))
+        parameters = list(network.parameters())
+        return cls(
+            config=config, network=network, data=data, rng=rng, optimizer=optimizer, scheduler=scheduler,
+            parameters=parameters,
+            averaged=[p.detach().clone() for p in parameters] if config.ema_decay else None,
+            best=_BestWeights(state=_copy_state(network)), log=log, bar=_progress_bar(total_steps, progress),
+            started=started, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
+            eval_every=max(1, steps_per_epoch // max(1, config.evals_per_epoch)),
         )
-        save_checkpoint(output_dir, network, vocab, model_config, config.name, config.version,
-                        record, weights_dtype=config.weights_dtype)
-        _log(log, event="end", temperature=temperature, **record.to_dict())
+
+
+def _run_epoch(run: _Run) -> bool:
+    """One pass over the training data, evaluating on dev as scheduled; True when training should stop."""
+    config = run.config
+    run.network.train()
+    for batch in length_bucketed_batches(run.data.train_examples, run.data.vocab, config.batch_size, run.rng,
+                                         max_tokens=config.max_tokens):
+        loss = _training_step(run, batch)
+        run.step += 1
+        run.running_loss += loss * len(batch.labels)
+        run.running_count += len(batch.labels)
+        if run.bar is not None:
+            run.bar.update(1)
+        if run.step % run.eval_every and run.step != run.total_steps:
+            continue
+        if _evaluate(run):
+            return True
+    return False
+
+
+def _training_step(run: _Run, batch: Batch) -> float:
+    """One optimiser step on one batch; returns its loss."""
+    config, network = run.config, run.network
+    token_ids, subword_ids = _drop_words(network, batch, config.word_dropout)  # [B, T], [B, T, K]
+    embedded = network.embed(token_ids, subword_ids)  # [B, T, E]
+    logits = network.forward_embedded(embedded, batch.lengths).logits  # [B, C]
+    if run.data.online_teachers is not None:
+        teachers = run.data.online_teachers.probabilities(token_ids, batch.lengths, subword_ids)
+        loss = distillation_loss(logits, batch.labels, teachers, config.distill_weight,
+                                 config.distill_temperature, config.label_smoothing)
+    elif run.data.soft_targets is None:
+        loss = nn.functional.cross_entropy(logits, batch.labels, label_smoothing=config.label_smoothing)
+    else:
+        assert batch.indices is not None
+        loss = distillation_loss(logits, batch.labels, run.data.soft_targets[batch.indices], config.distill_weight,
+                                 config.distill_temperature, config.label_smoothing)
+    if config.adversarial_epsilon > 0:
+        loss = loss + adversarial_loss(network, embedded, batch.lengths, batch.labels, loss,
+                                       config.adversarial_epsilon, config.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(network.parameters(), config.grad_clip)
+    run.optimizer.step()
+    run.scheduler.step()
+    if run.averaged is not None:
+        with torch.no_grad():
+            for average, parameter in zip(run.averaged, run.parameters):
+                average.lerp_(parameter, 1.0 - config.ema_decay)  # type: ignore[operator]
+    return loss.item()
+
+
+def _evaluate(run: _Run) -> bool:
+    """Score the (averaged) weights on dev, keep the best, log; True when early stopping or the
+    time limit says to stop."""
+    config, best = run.config, run.best
+    with _swapped_in(run.parameters, run.averaged):
+        metrics = classification_metrics(*_dev_predictions(run.network, run.data.dev_batches), run.data.num_classes)
+        best.offer(metrics.accuracy, run.step, run.network)
+    run.network.train()
+    train_loss = run.running_loss / max(1, run.running_count)
+    run.running_loss, run.running_count = 0.0, 0
+    elapsed = time.monotonic() - run.started
+    _log(run.log, event="eval", step=run.step, epoch=round(run.step / run.steps_per_epoch, 3),
+         train_loss=round(train_loss, 5), dev_accuracy=round(metrics.accuracy, 5),
+         dev_macro_f1=round(metrics.macro_f1, 5), lr=run.scheduler.get_last_lr()[0],
+         elapsed_seconds=round(elapsed, 1))
+    if run.bar is not None:
+        run.bar.set_postfix(loss=f"{train_loss:.3f}", dev=f"{metrics.accuracy:.3f}", best=f"{best.accuracy:.3f}")
+    return best.evaluations_without_gain >= config.patience or (
+        config.time_limit_seconds is not None and elapsed >= config.time_limit_seconds)
+
+
+def _write_checkpoint(run: _Run, model_config: ModelConfig, output_dir: Path) -> TrainingRecord:
+    """Load the best weights as they will ship, score them on dev, calibrate, save; the record."""
+    config, network = run.config, run.network
+    network.load_state_dict(run.best.state)
+    # What ships: each known word's n-grams folded into its vector (same answers, computed once).
+    network.fold_known_subwords()
+    if config.weights_dtype == "float16":
+        # Score what will be shipped: the weights as they come back from a float16 file.
+        with torch.no_grad():
+            for parameter in network.parameters():
+                parameter.copy_(parameter.half().float())
+    network.eval()
+    gold, predicted, logits = _dev_predictions(network, run.data.dev_batches, with_logits=True)
+    final = classification_metrics(gold, predicted, run.data.num_classes)
+    temperature = fit_temperature(logits, torch.tensor(gold)) if config.calibrate else 1.0
+    model_config = dataclasses.replace(model_config, temperature=temperature)
+    network.config = model_config
+    record = TrainingRecord(
+        dev_accuracy=round(final.accuracy, 5),
+        dev_macro_f1=round(final.macro_f1, 5),
+        epochs_run=round(run.step / run.steps_per_epoch, 3),
+        best_epoch=round(run.best.step / run.steps_per_epoch, 3),
+        seed=config.seed,
+        train_seconds=round(time.monotonic() - run.started, 1),
+        train_examples=len(run.data.train_examples),
+        trained_at=datetime.now(timezone.utc).replace(microsecond=0).isoformat(),
+        data=run.data.data_name,
+    )
+    save_checkpoint(output_dir, network, run.data.vocab, model_config, config.name, config.version,
+                    record, weights_dtype=config.weights_dtype)
+    _log(run.log, event="end", temperature=temperature, **record.to_dict())
     return record
 
 

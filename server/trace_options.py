@@ -4,6 +4,7 @@ and, once the text is tokenized, refusing options whose work would exceed the tr
 from __future__ import annotations
 
 from rnn_sentiment.model.config import ModelConfig
+from rnn_sentiment.model.trace import ATTRIBUTION_METHODS as MODEL_ATTRIBUTION_METHODS
 from rnn_sentiment.model.trace import (
     DEFAULT_INTEGRATED_GRADIENTS_STEPS, MAX_INTEGRATED_GRADIENTS_STEPS, MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS,
     MAX_MEMORY_PROFILE_UNIT_TOKENS, MAX_OCCLUSION_TOKENS, TraceOptions, memory_profile_units,
@@ -12,12 +13,18 @@ from rnn_sentiment.v1 import sentiment_pb2 as pb
 
 from .errors import FieldViolation, invalid_argument
 
-# Contract enum -> the model layer's method name.
+
+def model_method_name(number: int) -> str:
+    """The model layer's name of an AttributionMethod value, by rule: the enum name without its
+    prefix, lower case (ATTRIBUTION_METHOD_GRADIENT_X_INPUT -> "gradient_x_input")."""
+    return pb.AttributionMethod.Name(number).removeprefix("ATTRIBUTION_METHOD_").lower()
+
+
+# Contract enum -> the model layer's method name, for each value the model computes. A value it
+# lacks (UNSPECIFIED) is refused like an unknown number.
 ATTRIBUTION_METHODS = {
-    pb.ATTRIBUTION_METHOD_PREFIX: "prefix",
-    pb.ATTRIBUTION_METHOD_GRADIENT_X_INPUT: "gradient_x_input",
-    pb.ATTRIBUTION_METHOD_INTEGRATED_GRADIENTS: "integrated_gradients",
-    pb.ATTRIBUTION_METHOD_OCCLUSION: "occlusion",
+    number: model_method_name(number) for number in pb.AttributionMethod.values()
+    if model_method_name(number) in MODEL_ATTRIBUTION_METHODS
 }
 ATTRIBUTION_ENUMS = {name: number for number, name in ATTRIBUTION_METHODS.items()}
 # Values `attributions` may hold: every method, repeats allowed (each is computed once). Checked

@@ -1,4 +1,5 @@
 import argparse
+import dataclasses
 import json
 import random
 
@@ -79,6 +80,49 @@ def test_cli_arguments_build_a_train_config(tmp_path):
     knobs = train_config_from_args(parser.parse_args(["--subword-buckets", "0", "--label-smoothing", "0.1",
                                                       "--adversarial-epsilon", "0"]))
     assert (knobs.subword_buckets, knobs.label_smoothing, knobs.adversarial_epsilon) == (0, 0.1, 0.0)
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    add_train_arguments(parser)
+    return parser
+
+
+def test_train_flags_are_exactly_the_train_config_fields():
+    dests = {action.dest for action in _train_parser()._actions} - {"help", "quiet"}
+    assert dests == {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _flag_setting_a_non_default(field: dataclasses.Field, parser: argparse.ArgumentParser):
+    """The command-line words that set `field` to something other than its default, and that value."""
+    flag = next(a for a in parser._actions if a.dest == field.name).option_strings[0]
+    if isinstance(field.default, bool):
+        return [flag if not field.default else "--no-" + flag[2:]], not field.default
+    if field.metadata.get("choices"):
+        value = next(c for c in field.metadata["choices"] if c != field.default)
+        return [flag, value], value
+    if field.default == ():
+        return [flag, "a", "b"], ("a", "b")
+    if isinstance(field.default, str):
+        return [flag, field.default + "-x"], field.default + "-x"
+    if isinstance(field.default, float) or field.name in ("ema_decay", "time_limit_seconds"):
+        return [flag, "0.125"], 0.125
+    return [flag, "7"], 7  # ints, set or None by default
+
+
+@pytest.mark.parametrize("field", dataclasses.fields(TrainConfig), ids=lambda f: f.name)
+def test_each_train_flag_sets_its_field_and_only_it(field):
+    parser = _train_parser()
+    words, value = _flag_setting_a_non_default(field, parser)
+    assert value != field.default
+    assert train_config_from_args(parser.parse_args(words)) == dataclasses.replace(TrainConfig(), **{field.name: value})
+
+
+def test_a_bad_choice_is_refused_naming_the_valid_ones(capsys):
+    with pytest.raises(SystemExit):
+        _train_parser().parse_args(["--cell", "transformer"])
+    error = capsys.readouterr().err
+    assert "invalid choice: 'transformer'" in error and "'lstm'" in error
 
 
 def test_label_smoothing_softens_the_trained_answers(data_dir, tmp_path):

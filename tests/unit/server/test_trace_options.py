@@ -7,10 +7,11 @@ import grpc
 import pytest
 
 from rnn_sentiment.model.config import ModelConfig
+from rnn_sentiment.model.trace import ATTRIBUTION_METHODS as MODEL_ATTRIBUTION_METHODS
 from rnn_sentiment.model.trace import MAX_INTEGRATED_GRADIENTS_TOKEN_STEPS, MAX_OCCLUSION_TOKENS, TraceOptions
 from rnn_sentiment.server.errors import ServiceError
 from rnn_sentiment.server.trace_options import (
-    ATTRIBUTION_METHODS, MAX_ATTRIBUTION_VALUES, trace_limit_violations, trace_options_from,
+    ATTRIBUTION_ENUMS, ATTRIBUTION_METHODS, MAX_ATTRIBUTION_VALUES, trace_limit_violations, trace_options_from,
 )
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
@@ -22,6 +23,21 @@ def test_the_request_knobs_become_options() -> None:
     assert options.attributions == ("prefix", "occlusion")
     assert (options.integrated_gradients_steps, options.all_layers, options.memory) == (8, True, True)
     assert options.hidden_states
+
+
+def test_every_method_of_the_contract_reaches_the_model_and_back() -> None:
+    # Each enum value but UNSPECIFIED becomes a method the model computes, and each of the model's
+    # methods can be asked for: a value added on one side only fails here.
+    requested = [n for n in pb.AttributionMethod.values() if n != pb.ATTRIBUTION_METHOD_UNSPECIFIED]
+    options = trace_options_from(pb.TraceRequest(text="good", attributions=requested))
+    assert sorted(options.attributions) == sorted(MODEL_ATTRIBUTION_METHODS)
+    assert [ATTRIBUTION_ENUMS[method] for method in options.attributions] == requested
+
+
+def test_unspecified_is_refused_naming_the_methods() -> None:
+    with pytest.raises(ServiceError) as raised:
+        trace_options_from(pb.TraceRequest(text="good", attributions=[pb.ATTRIBUTION_METHOD_UNSPECIFIED]))
+    assert "attributions[0]" in raised.value.message and "ATTRIBUTION_METHOD_OCCLUSION" in raised.value.message
 
 
 def test_hidden_states_are_built_only_when_the_response_carries_them() -> None:
