@@ -42,7 +42,7 @@ PREDICT = "/rnn_sentiment.v1.SentimentService/Predict"
 # target share one connection, which is not "many callers".
 SEPARATE_CONNECTION = (("grpc.use_local_subchannel_pool", 1),)
 BIN_SECONDS = 0.1
-# The server writes its per-call counters from a buffer twice a second: wait for a flush.
+# The server counts a call just after answering it: wait before the last reading.
 FLUSH_WAIT_SECONDS = 1.0
 
 

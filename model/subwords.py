@@ -3,9 +3,8 @@
 A word is wrapped in boundary marks ("<film>") and cut into its character 3-, 4- and 5-grams,
 each hashed into one of `buckets` rows of an embedding table (Bojanowski et al. 2017, fastText,
 arXiv:1607.04606). An unseen "unfunny" then shares "<un", "fun" and "nny>" with words the network
-was trained on, instead of being one more <unk>. Measured on SST-2 dev (docs/models.md): +1.5
-points of accuracy over seeds 1-3, mostly on the 512 of 872 sentences that hold an unknown word
-(seed 1: +1.8 points there, -0.6 on the rest).
+was trained on, instead of being one more <unk>. On SST-2 dev it gains accuracy, mostly on the
+sentences that hold an unknown word (docs/models.md).
 
 The hash is zlib.crc32: stable across processes and Python versions (str.__hash__ is salted per
 process), and implemented in C, so hashing an unknown word at request time costs microseconds.

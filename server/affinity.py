@@ -1,16 +1,10 @@
 """Worker CPU pinning (`--pin-workers`): each worker process and all its threads on one CPU.
 
 A worker is an event loop thread, a model thread and gRPC's poller threads, which hand every
-request to each other. Left to the scheduler, they migrate between cores and meet cold caches;
-pinned, a worker's threads share one core's caches and the workers never contend for a core.
-But a pinned worker cannot move away from another busy process on its core. Measured with
-`--workers 2` on 2 cores (h2load on the same machine, alternating rounds, docs/performance.md):
-+2-12% req/s with h2load alone beside it; with h2load also writing its per-request log (the
-benchmark's setting) -4 to +1% at concurrency 32 and +9% at 128 at first, +4 to +12% at every
-concurrency once the per-request Python shrank (metric buffer, length runs), but for one +1.5%.
-It stays off by default, since the kernel keeps handing a pinned worker its share of connections
-however busy its core is: turn it on where the workers have the cores to themselves. Linux
-only; elsewhere workers run unpinned.
+request to each other; pinned, they share one core's caches and the workers never contend for
+a core. Off by default: a pinned worker cannot move away from another busy process on its core,
+and the kernel keeps handing it its share of connections. Linux only; elsewhere workers run
+unpinned. Kept because it wins the A/B of `make bench-speedcode` (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -4,8 +4,7 @@ Adaptive by default: when the model is idle, the first text runs at once (no wai
 batch to fill, only one turn of the event loop for texts that arrived together); while a
 forward pass runs, new texts queue up and the next pass takes all of them, up to
 `max_batch_size`. Under load batches grow by themselves; at low load nobody waits.
-`max_batch_delay` adds an optional wait for users who prefer throughput over latency;
-`busy_batch_delay` waits only after a pass of several texts, so low load still runs at once.
+`max_batch_delay` adds an optional wait for users who prefer throughput over latency.
 
 Texts are the unit: a multi-text request becomes several queue entries, resolved together.
 Expired (past their deadline) and cancelled entries are dropped before compute.
@@ -49,7 +48,6 @@ class MicroBatcher(Generic[Item, Result]):
         max_batch_size: int,
         max_queue: int,
         max_batch_delay: float = 0.0,
-        busy_batch_delay: float = 0.0,
         metrics: ModelMetrics | None = None,
     ) -> None:
         self._run_batch = run_batch
@@ -57,8 +55,6 @@ class MicroBatcher(Generic[Item, Result]):
         self._max_batch_size = max_batch_size
         self._max_queue = max_queue
         self._max_batch_delay = max_batch_delay
-        self._busy_batch_delay = busy_batch_delay
-        self._last_batch_size = 0  # texts in the previous forward pass: more than one means load
         self._metrics = metrics
         self._queue: collections.deque[_Entry[Item]] = collections.deque()
         self._wakeup = asyncio.Event()
@@ -116,19 +112,11 @@ class MicroBatcher(Generic[Item, Result]):
                 continue
             if self._max_batch_delay > 0 and len(self._queue) < self._max_batch_size:
                 await self._wait_for_batch()
-            elif (self._busy_batch_delay > 0 and self._last_batch_size > 1
-                  and len(self._queue) < self._max_batch_size):
-                # Under load (the previous pass already carried several texts) a short wait lets
-                # the next batch grow, and a bigger batch costs less CPU per text; a lone text
-                # after a lone text never waits, so an idle server answers at once.
-                await asyncio.sleep(self._busy_batch_delay)
             # One turn of the event loop first: the handlers gRPC woke in this turn enqueue their
-            # texts and ride in this batch. Measured (`--workers 2`, 2 cores): batches grew from
-            # 1.9 to 3.4 texts at concurrency 32 and req/s by 11-12% at 32 and 128; p50 at
-            # concurrency 1 unchanged (0.89 -> 0.90 ms). More turns gained nothing.
+            # texts and ride in this batch: bigger batches at no cost to a lone text
+            # (measured in docs/performance.md).
             await asyncio.sleep(0)
             batch = self._take_batch()
-            self._last_batch_size = len(batch)
             if batch:
                 await self._run(batch)
 

@@ -1,7 +1,6 @@
 """Which asyncio event loop runs the server: uvloop when it is installed, else asyncio's own.
 
-Measured on 2 cores (`make bench --quick`, `--workers 2`, two rounds each, 2026-11-29): uvloop
-gave 5–8% more req/s at concurrency 1, 32 and 128 than asyncio's loop, the same p99. gRPC's
+uvloop answers more req/s than asyncio's loop at the same p99 (docs/performance.md). gRPC's
 asyncio stack runs on any asyncio loop: it hands its completion queue to the loop through a
 file descriptor, which uvloop polls like any other.
 """

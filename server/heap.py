@@ -2,13 +2,11 @@
 
 Building a model's ONNX Runtime session allocates tens of MB of temporaries (the exported graph,
 its serialized bytes, the agreement probe) that are freed as soon as the session exists. glibc
-keeps freed heap memory for reuse instead of returning it. Measured on the shipped pair
-(`rnn-sentiment serve --workers 1`, 2026-11-29): RSS once serving 497 MB without a trim after each
-model load, 445–463 MB with one. Under load the heap grows back toward the same working set
-(`make bench`: 449–491 MB per worker with and without), so this lowers an idle worker's
-footprint, not its peak; it costs nothing per request (it runs at load time only). A fixed
-`MALLOC_MMAP_THRESHOLD_` of 128 KB saved as much but made torch's 64-text batches 1.7× slower
-(every large tensor then costs an mmap and its page faults).
+keeps freed heap memory for reuse instead of returning it. Under load the heap grows back
+toward the same working set, so this lowers an idle worker's footprint, not its peak; it costs
+nothing per request (it runs at load time only). A fixed `MALLOC_MMAP_THRESHOLD_` saved as much
+but slowed torch's large batches (every large tensor then costs an mmap and its page faults).
+Measured in docs/performance.md.
 """
 
 from __future__ import annotations

@@ -1,20 +1,18 @@
 """A model's one thread: runs model calls in arrival order; the event loop awaits their results.
 
-It does what a one-thread ThreadPoolExecutor with `loop.run_in_executor` does, with less per
-call: one asyncio future and one `call_soon_threadsafe` instead of a concurrent future, a
-wrapping asyncio future and the callbacks chaining them (31 to 22 µs of CPU per round trip,
-measured in isolation on uvloop). Every Predict batch and every Trace slice pays it.
-
-A call whose caller has gone (its future cancelled) or whose deadline has passed by the time
-the thread reaches it is skipped, not run: its answer would be thrown away.
+A one-thread executor with `loop.run_in_executor`: the model's work runs off the event loop,
+one call at a time in the order queued, so Trace slices and Predict batches take turns. A call
+whose caller has gone (its future cancelled) before the thread reaches it is never started (the
+executor drops a cancelled pending call), nor is one whose deadline has passed: its answer would
+be thrown away.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 from .errors import deadline_exceeded
@@ -24,10 +22,9 @@ T = TypeVar("T")
 
 class ModelThread:
     def __init__(self, name: str) -> None:
-        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        # Named exactly `name` (not the executor's `name_0`): it is what py-spy and logs show.
+        self._executor = ThreadPoolExecutor(max_workers=1, initializer=_name_this_thread, initargs=(name,))
         self._closed = False
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._thread.start()
 
     async def run(self, function: Callable[..., T], *args: Any, deadline: float | None = None) -> T:
         """`function(*args)` on the model thread, after the calls queued before it.
@@ -38,43 +35,19 @@ class ModelThread:
         if self._closed:
             raise RuntimeError("the model thread has shut down")
         loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._jobs.put((loop, future, function, args, deadline))
-        return await future
+        return await loop.run_in_executor(self._executor, _call_unless_expired, deadline, function, args)
 
     def shutdown(self) -> None:
         """Finish the queued calls, then end the thread (blocks until it has)."""
         self._closed = True
-        self._jobs.put(None)
-        self._thread.join()
-
-    def _work(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            loop, future, function, args, deadline = job
-            # Read across threads without a lock: a cancellation this check misses only means
-            # the call runs, as it always did; one it sees is never undone.
-            if future.cancelled():
-                del job, loop, future, function, args
-                continue
-            outcome: tuple[Any, BaseException | None]
-            if deadline is not None and time.monotonic() >= deadline:
-                outcome = (None, deadline_exceeded("the deadline passed before the model thread reached this call"))
-            else:
-                try:
-                    outcome = (function(*args), None)
-                except BaseException as error:  # handed to the caller, as run_in_executor does
-                    outcome = (None, error)
-            try:
-                loop.call_soon_threadsafe(_resolve, future, *outcome)
-            except RuntimeError:
-                pass  # the event loop closed meanwhile: nobody is waiting any more
-            del job, loop, future, function, args, outcome  # hold no result between calls
+        self._executor.shutdown(wait=True)
 
 
-def _resolve(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
-    if future.cancelled():  # the caller gave up while its call ran
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+def _name_this_thread(name: str) -> None:
+    threading.current_thread().name = name
+
+
+def _call_unless_expired(deadline: float | None, function: Callable[..., T], args: tuple[Any, ...]) -> T:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise deadline_exceeded("the deadline passed before the model thread reached this call")
+    return function(*args)

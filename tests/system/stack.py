@@ -102,8 +102,8 @@ def counter_moves(read: Callable[[], list[float]], before: list[float], total: f
                   timeout: float = 10.0) -> list[float]:
     """How far each of `read()`'s counters moved from `before`, once they moved by `total` together.
 
-    A server writes its per-request metrics twice a second (server/metric_buffer.py), so a
-    scrape right after the calls can be a moment behind: poll (bounded) until all are counted,
+    A server counts a call just after answering it, and the stack scrapes a moment later, so a
+    scrape right after the calls can be behind: poll (bounded) until all are counted,
     then return the moves as they stand (more than `total` is a failure for the caller to see).
     """
     deadline = time.monotonic() + timeout

@@ -175,30 +175,3 @@ def test_batch_delay_collects_requests_that_arrive_while_idle() -> None:
         assert recorder.batches == [[1, 2, 3]]
 
     asyncio.run(scenario())
-
-
-def test_busy_delay_waits_only_after_a_batch_of_several_texts() -> None:
-    """--busy-batch-delay-ms: after a multi-text pass the next batch waits for late arrivals;
-    after a lone text it does not, so an idle server still answers at once."""
-
-    async def scenario() -> None:
-        recorder = Recorder()
-        batcher = _batcher(recorder, max_batch_size=8, busy_batch_delay=0.2)
-        batcher.start()
-        await asyncio.sleep(0)
-
-        async def later(item: int, seconds: float) -> list[int]:
-            await asyncio.sleep(seconds)
-            return await batcher.submit([item])
-
-        # A lone text: no wait, so a text 50 ms behind it forms a batch of its own.
-        await asyncio.gather(batcher.submit([1]), later(2, 0.05))
-        assert recorder.batches == [[1], [2]]
-        # Two texts together (load), then: the next text waits up to 200 ms and picks up the
-        # one 50 ms behind it.
-        await batcher.submit([3, 4])
-        await asyncio.gather(batcher.submit([5]), later(6, 0.05))
-        await batcher.close()
-        assert recorder.batches == [[1], [2], [3, 4], [5, 6]]
-
-    asyncio.run(scenario())

@@ -42,10 +42,20 @@ def test_bad_values_say_how_to_fix_them() -> None:
         config_from(_args(), environ={"RNN_SENTIMENT_MAX_BATCH_SIZE": "lots"})
     with pytest.raises(ValueError, match="expected a boolean"):
         config_from(_args(), environ={"RNN_SENTIMENT_REFLECTION": "maybe"})
-    with pytest.raises(ValueError, match="--busy-batch-delay-ms/RNN_SENTIMENT_BUSY_BATCH_DELAY_MS=-1.0: must be from 0"):
-        config_from(_args("--busy-batch-delay-ms", "-1"), environ={})
+    with pytest.raises(ValueError, match="--max-batch-delay-ms/RNN_SENTIMENT_MAX_BATCH_DELAY_MS=-1.0: must be from 0"):
+        config_from(_args("--max-batch-delay-ms", "-1"), environ={})
     with pytest.raises(ValueError, match="expected a boolean"):
         config_from(_args(), environ={"RNN_SENTIMENT_PIN_WORKERS": "sometimes"})
+
+
+@pytest.mark.parametrize("argv, environ", [
+    (("--busy-batch-delay-ms", "0.5"), {}),
+    ((), {"RNN_SENTIMENT_BUSY_BATCH_DELAY_MS": "0.5"}),
+])
+def test_a_removed_knob_is_refused_naming_what_replaced_it(argv: tuple[str, ...], environ: dict[str, str]) -> None:
+    # A deployment that still sets it must not start silently without it.
+    with pytest.raises(ValueError, match="busy-batch-delay-ms.*BUSY_BATCH_DELAY_MS.*removed.*--max-batch-delay-ms"):
+        config_from(_args(*argv), environ=environ)
 
 
 def test_config_table_documents_every_knob() -> None:
@@ -62,11 +72,19 @@ def test_configuration_page_shows_the_current_table() -> None:
     )
 
 
-def test_backend_choices_are_the_model_layers() -> None:
-    from rnn_sentiment.model.backends import BACKENDS as MODEL_BACKENDS
-    from rnn_sentiment.server.config import BACKENDS
+def test_reading_and_checking_the_configuration_never_imports_torch() -> None:
+    # A supervisor reads the configuration before any worker loads a model.
+    code = ("import sys\nfrom rnn_sentiment.server.config import config_from\n"
+            "config_from(None, {'RNN_SENTIMENT_BACKEND': 'onnxruntime'})\nprint('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
 
-    assert BACKENDS == MODEL_BACKENDS
+
+def test_every_backend_the_model_runs_is_a_valid_choice() -> None:
+    from rnn_sentiment.model.backends import BACKENDS
+
+    for backend in BACKENDS:
+        ServerConfig(backend=backend).validate()
     with pytest.raises(ValueError, match="backend='tensorrt'"):
         ServerConfig(backend="tensorrt").validate()
     with pytest.raises(ValueError, match="--onnx-max-batch/RNN_SENTIMENT_ONNX_MAX_BATCH=-1"):
