@@ -34,6 +34,25 @@ RUN set -eu; \
         rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin; \
     fi
 
+# ---- requirements: the server's requirements, read from pyproject.toml ----
+# A stage of its own so that the deps stage copies only the resulting list: editing anything else
+# in pyproject.toml (a dev extra, a tool's settings) leaves the torch layer cached.
+FROM python AS requirements
+ARG PIP_OPTIONS=""
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_DEFAULT_TIMEOUT=120
+WORKDIR /src
+# The optional local pip material: the bracket glob matches nothing for a plain clone, and
+# constraints.txt keeps the COPY from having no source at all.
+COPY constraints.txt .deploy-cach[e]/pip /pip-local/
+COPY deploy/docker/pip /usr/local/bin/venv-pip
+COPY pyproject.toml deploy/docker/server-requirements.py ./
+# Python before 3.11 (an older CUDA base) has no tomllib: tomli, in a throwaway venv.
+RUN set -eu; \
+    if python3 -c 'import tomllib' 2>/dev/null; then python=python3; else \
+        python3 -m venv /opt/venv; venv-pip install $PIP_OPTIONS tomli; python=/opt/venv/bin/python; \
+    fi; \
+    "$python" server-requirements.py pyproject.toml > requirements.txt
+
 # ---- deps: a virtual environment with the server's dependencies, and nothing else ----
 # A stage of its own so the runtime copies it as one cached layer: editing the sources
 # rebuilds only the small app layer, never the 800 MB of torch.
@@ -43,14 +62,11 @@ ARG PIP_OPTIONS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PIP_DEFAULT_TIMEOUT=120
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-# The optional local pip material: the bracket glob matches nothing for a plain clone, and
-# constraints.txt keeps the COPY from having no source at all.
 COPY constraints.txt .deploy-cach[e]/pip /pip-local/
 COPY deploy/docker/pip /usr/local/bin/venv-pip
-COPY pyproject.toml constraints.txt deploy/docker/server-requirements.py ./
+COPY constraints.txt ./
+COPY --from=requirements /src/requirements.txt ./
 RUN set -eu; \
-    python3 -c 'import tomllib' 2>/dev/null || venv-pip install $PIP_OPTIONS tomli; \
-    /opt/venv/bin/python server-requirements.py pyproject.toml > requirements.txt; \
     venv-pip install ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} $PIP_OPTIONS \
         -c constraints.txt -r requirements.txt; \
     # C++ headers, test binaries and protoc: only for building extensions and testing torch
@@ -59,7 +75,6 @@ RUN set -eu; \
     rm -rf "$site/torch/include" "$site/torch/test" "$site"/torch/bin/test_* "$site"/torch/bin/protoc*; \
     # The image never installs anything at run time: no pip in it (setuptools stays, torch
     # declares it).
-    /opt/venv/bin/python -m pip uninstall -y -q tomli 2>/dev/null || true; \
     /opt/venv/bin/python -m pip uninstall -y -q pip
 
 # ---- app: the rnn-sentiment package (with the shipped models) in /opt/app ----
@@ -67,7 +82,7 @@ FROM deps AS app
 ARG PIP_OPTIONS=""
 # pip back for this stage only (ensurepip is offline; setuptools, the build backend, is there).
 RUN /opt/venv/bin/python -m ensurepip >/dev/null
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY proto proto
 COPY model model
 COPY server server

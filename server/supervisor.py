@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("rnn_sentiment.server.supervisor")
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The address the supervisor serves the workers' metrics on, for their "serving" lines.
+SUPERVISOR_METRICS_ENV = "RNN_SENTIMENT_SUPERVISOR_METRICS_ADDRESS"
 # How often the supervisor looks for exited workers and restarts that are due.
 CHECK_SECONDS = 0.2
 # A worker restarted this many times in a row without a healthy run is logged as crash-looping.
@@ -164,6 +166,8 @@ async def _supervise(config: ServerConfig, lifecycle: Lifecycle) -> int:
     metrics_endpoint = (await _serve_aggregated_metrics(config.metrics_address, multiproc_dir, WorkerRestarts(slots))
                         if config.metrics_address else None)
     metrics_port = metrics_endpoint.port if metrics_endpoint else None
+    metrics_address = f"{config.metrics_address.rpartition(':')[0]}:{metrics_port}" if metrics_port else ""
+    os.environ[SUPERVISOR_METRICS_ENV] = metrics_address  # the workers inherit it
     try:
         for slot in slots:
             start(slot)
@@ -171,7 +175,7 @@ async def _supervise(config: ServerConfig, lifecycle: Lifecycle) -> int:
         log.info("supervising workers", extra={"fields": {
             "workers": config.resolved_workers, "grpc_address": config.address,
             "torch_threads_per_worker": threads_per_worker(config),
-            "metrics_address": f"{config.metrics_address.rpartition(':')[0]}:{metrics_port}" if metrics_port else "",
+            "metrics_address": metrics_address or "off",
             "pids": ",".join(str(slot.process.pid) for slot in slots if slot.process),
             "worker_cpus": ",".join(map(str, cpus)) if cpus else "unpinned",
         }})
