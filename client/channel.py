@@ -24,6 +24,8 @@ from typing import Any, Mapping, Sequence
 
 import grpc
 
+from .targets import KEEPALIVE_OPTIONS
+
 ENV_TLS = "RNN_SENTIMENT_TLS"
 ENV_TLS_CA = "RNN_SENTIMENT_TLS_CA"
 ENV_TLS_CLIENT_CERT = "RNN_SENTIMENT_TLS_CLIENT_CERT"
@@ -70,6 +72,9 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
+# Opt-in: also retry calls refused for overload. The server's RESOURCE_EXHAUSTED carries RetryInfo
+# and its `grpc-retry-pushback-ms` twin, and gRPC waits exactly that long before the retry.
+OVERLOAD_RETRY_POLICY = RetryPolicy(retryable_codes=("UNAVAILABLE", "RESOURCE_EXHAUSTED"))
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,7 @@ def channel_settings(
         channel_options.append(("grpc.service_config", policy.service_config()))
     if "grpc.enable_retries" not in given:
         channel_options.append(("grpc.enable_retries", 1 if policy is not None else 0))
+    channel_options += [(name, value) for name, value in KEEPALIVE_OPTIONS if name not in given]
 
     call_metadata = list(metadata)
     if token:

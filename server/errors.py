@@ -18,6 +18,9 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# RetryInfo's delay as the trailer gRPC's own retry machinery reads: a client whose service config
+# retries RESOURCE_EXHAUSTED waits exactly this long (gRFC A6 "pushback") instead of its backoff.
+_RETRY_PUSHBACK_KEY = "grpc-retry-pushback-ms"
 
 MAX_VIOLATIONS = 20
 MAX_FIELD_CHARS = 120
@@ -89,8 +92,9 @@ class ServiceError(Exception):
         self.message = truncate_message(self.message)
         super().__init__(self.message)
 
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        """The `grpc-status-details-bin` trailer that grpcio-status clients decode (bounded)."""
+    def trailing_metadata(self) -> tuple[tuple[str, bytes | str], ...]:
+        """The `grpc-status-details-bin` trailer that grpcio-status clients decode (bounded), and with
+        a retry delay its `grpc-retry-pushback-ms` twin."""
         # grpc.StatusCode values are (int, name) tuples; google.rpc.Status wants the int.
         status = status_pb2.Status(code=self.code.value[0], message=self.message)
         if self.retry_delay_seconds is not None:
@@ -114,7 +118,10 @@ class ServiceError(Exception):
                     del bad_request.field_violations[-1]
                     detail.Pack(bad_request)
                     break
-        return ((_STATUS_DETAILS_KEY, status.SerializeToString()),)
+        details = ((_STATUS_DETAILS_KEY, status.SerializeToString()),)
+        if self.retry_delay_seconds is None:
+            return details
+        return (*details, (_RETRY_PUSHBACK_KEY, str(round(self.retry_delay_seconds * 1000))))
 
 
 def invalid_argument(violations: list[FieldViolation]) -> ServiceError:

@@ -130,7 +130,7 @@ def test_malformed_bytes_are_invalid_argument_counted_and_logged_once_in_a_while
             predict = channel.unary_unary(SENTIMENT + "Predict")
             assert predict(b"\x0a\x04good", timeout=30)  # the server keeps serving
         elapsed = time.monotonic() - started
-        # Counted like any other end of a call (the counters are flushed twice a second: poll).
+        # Counted like any other end of a call, just after it ends: poll.
         deadline = time.monotonic() + 10
         while True:
             after = _scrape(server.metrics_url)

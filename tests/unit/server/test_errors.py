@@ -28,11 +28,12 @@ OUR_BUDGET = 6 * 1024
 
 
 def _trailer_bytes(error: ServiceError) -> int:
-    (key, details), = error.trailing_metadata()
+    (key, details), *others = error.trailing_metadata()
     return (
         len("grpc-status") + 2 + 32
         + len("grpc-message") + grpc_message_wire_size(error.message) + 32
         + len(key) + len(base64.b64encode(details)) + 32
+        + sum(len(name) + len(value) + 32 for name, value in others)
     )
 
 
@@ -80,7 +81,8 @@ def test_truncation_counts_percent_encoded_bytes_not_characters() -> None:
 
 def test_retry_info_survives_the_cap() -> None:
     error = resource_exhausted("x" * 100_000)
-    (_, details), = error.trailing_metadata()
+    (_, details), pushback = error.trailing_metadata()
+    assert pushback == ("grpc-retry-pushback-ms", "100")  # RetryInfo's delay, for gRPC's own retries
     status = status_pb2.Status.FromString(details)
     assert any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
     assert _trailer_bytes(error) <= OUR_BUDGET
