@@ -55,6 +55,21 @@ def checkpoint_signature(path: Path) -> Signature | OSError:
     return tuple(sorted(files))
 
 
+def directory_signatures(model_dir: Path) -> dict[str, Signature]:
+    """Model name -> checkpoint_signature for every readable checkpoint under model_dir now.
+
+    Taken before the models load, it is the baseline a ModelReloader compares against: a
+    change made while they load, or between SERVING and the reloader's start, is then seen.
+    Blocking: call it from a thread."""
+    scan = read_model_directory(model_dir)
+    signatures: dict[str, Signature] = {}
+    for checkpoint in scan.checkpoints if isinstance(scan, DirectoryScan) else ():
+        signature = checkpoint_signature(checkpoint.path)
+        if not isinstance(signature, OSError):  # else unknown: the first readable poll reloads it
+            signatures[checkpoint.name] = signature
+    return signatures
+
+
 def read_model_directory(model_dir: Path) -> DirectoryScan | ModelDirectoryError:
     """scan_model_directory, its error returned. Blocking: call it from a thread."""
     try:
@@ -74,7 +89,10 @@ class ReloadOutcome:
 
 
 class ModelReloader:
-    def __init__(self, repository: ModelRepository, metrics: ServerMetrics, model_dir: Path) -> None:
+    def __init__(self, repository: ModelRepository, metrics: ServerMetrics, model_dir: Path,
+                 loaded_signatures: dict[str, Signature] | None = None) -> None:
+        """loaded_signatures: directory_signatures(model_dir) taken before the repository loaded;
+        None takes them now, which misses a change made since the models were read."""
         self._repository = repository
         self._metrics = metrics
         self._model_dir = model_dir
@@ -85,10 +103,8 @@ class ModelReloader:
         self._unreadable: dict[Path, str] = {}
         self._missing: set[str] = set()
         scan = self._take(read_model_directory(model_dir), "start")
-        for checkpoint in scan.checkpoints if isinstance(scan, DirectoryScan) else ():
-            signature = checkpoint_signature(checkpoint.path)
-            if not isinstance(signature, OSError):  # else unknown: the first readable poll reloads it
-                self._served_signatures[checkpoint.name] = signature
+        self._served_signatures = dict(loaded_signatures) if loaded_signatures is not None \
+            else directory_signatures(model_dir)
         self._note_missing(scan)
 
     async def reload_all(self, trigger: str) -> list[ReloadOutcome]:

@@ -92,24 +92,48 @@ def test_reflection_is_off_when_auth_is_on(auth_server: ServerProcess) -> None:
 
 
 def test_rotating_the_token_file_needs_no_restart(auth_server: ServerProcess, token_file: Path) -> None:
-    # Rotation, step one: the new token beside the old; step two: the old one gone.
-    write_atomically(token_file, f"{FILE_TOKEN}\n{ROTATED_TOKEN}\n".encode())
-    with SentimentClient(auth_server.target, token=ROTATED_TOKEN, timeout=30) as client:
-        _until_accepted(client, True)
-    write_atomically(token_file, f"{ROTATED_TOKEN}\n".encode())
-    with SentimentClient(auth_server.target, token=FILE_TOKEN, timeout=30) as client:
-        _until_accepted(client, False)
-    with SentimentClient(auth_server.target, token=ROTATED_TOKEN, timeout=30) as client:
-        assert client.predict(TEXT).predictions[0].label == "positive"
-    with SentimentClient(auth_server.target, token=ENV_TOKEN, timeout=30) as client:
-        assert client.predict(TEXT).predictions[0].label == "positive"
+    original = token_file.read_bytes()
+    try:
+        rotate_to_the_new_token(auth_server, token_file)
+        with SentimentClient(auth_server.target, token=ENV_TOKEN, timeout=30) as client:
+            assert client.predict(TEXT).predictions[0].label == "positive"
+    finally:  # the module's other tests call with FILE_TOKEN, in any order
+        write_atomically(token_file, original)
+        with SentimentClient(auth_server.target, token=FILE_TOKEN, timeout=30) as client:
+            _until_accepted(client, True)
 
 
-def test_no_token_reaches_the_log(auth_server: ServerProcess) -> None:
+def test_no_token_reaches_the_log(auth_server: ServerProcess, token_file: Path) -> None:
+    # Every way a token reaches the server, in this test: refused calls, accepted calls, a rotation.
+    for token in ("not-a-token", FILE_TOKEN, ENV_TOKEN):
+        with SentimentClient(auth_server.target, token=token, timeout=30) as client:
+            try:
+                client.predict(TEXT)
+            except SentimentError as error:
+                assert error.code == "UNAUTHENTICATED" and token == "not-a-token", error
+    original = token_file.read_bytes()
+    try:
+        rotate_to_the_new_token(auth_server, token_file)
+    finally:
+        write_atomically(token_file, original)
+        with SentimentClient(auth_server.target, token=FILE_TOKEN, timeout=30) as client:
+            _until_accepted(client, True)
     log = auth_server.log()
     assert "UNAUTHENTICATED" in log and "token file reloaded" in log  # the calls above were logged
     for token in (FILE_TOKEN, ENV_TOKEN, ROTATED_TOKEN, "not-a-token"):
         assert token not in log
+
+
+def rotate_to_the_new_token(server: ServerProcess, token_file: Path) -> None:
+    """Rotation, step one: the new token beside the old; step two: the old one gone."""
+    write_atomically(token_file, f"{FILE_TOKEN}\n{ROTATED_TOKEN}\n".encode())
+    with SentimentClient(server.target, token=ROTATED_TOKEN, timeout=30) as client:
+        _until_accepted(client, True)
+    write_atomically(token_file, f"{ROTATED_TOKEN}\n".encode())
+    with SentimentClient(server.target, token=FILE_TOKEN, timeout=30) as client:
+        _until_accepted(client, False)
+    with SentimentClient(server.target, token=ROTATED_TOKEN, timeout=30) as client:
+        assert client.predict(TEXT).predictions[0].label == "positive"
 
 
 def _until_accepted(client: SentimentClient, accepted: bool, timeout: float = 10.0) -> None:

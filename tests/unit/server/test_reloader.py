@@ -18,7 +18,7 @@ import pytest
 from rnn_sentiment.server.config import ServerConfig
 from rnn_sentiment.server.metrics import ServerMetrics
 from rnn_sentiment.server.model_directory import ModelNameMismatch
-from rnn_sentiment.server.reloader import ModelReloader
+from rnn_sentiment.server.reloader import ModelReloader, directory_signatures
 from rnn_sentiment.server.repository import ModelRepository
 from tests.support import write_untrained_checkpoint
 
@@ -109,6 +109,30 @@ def test_a_reload_never_lets_one_directory_take_another_models_name(tmp_path: Pa
         assert sample(metrics, "rnn_sentiment_model_reload_failures_total", model="sst2-rnn",
                       reason="name_mismatch") == 1
         assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-rnn", result="failure") == 1
+        await repository.close()
+
+    run(scenario)
+
+
+def test_a_change_made_before_the_reloader_starts_is_still_reloaded(tmp_path: Path) -> None:
+    # The server turns SERVING before its reloader starts: a caller may change a checkpoint in
+    # between (under load the window is long). The baseline is what the models were loaded from.
+    models = tmp_path / "models"
+    write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    rnn = write_untrained_checkpoint(models / "sst2-rnn", "sst2-rnn", "1.0.0", seed=1)
+
+    async def scenario() -> None:
+        loaded_signatures = directory_signatures(models)
+        repository, metrics = load(models)
+        repository.start()
+        set_config(rnn, version="2.0.0")
+        reloader = ModelReloader(repository, metrics, models, loaded_signatures)
+        watching = asyncio.ensure_future(reloader.watch(0.05))
+        try:
+            await until(lambda: repository.get("sst2-rnn").loaded.version == "2.0.0",  # type: ignore[union-attr]
+                        "the change reloaded")
+        finally:
+            watching.cancel()
         await repository.close()
 
     run(scenario)
@@ -212,6 +236,7 @@ def test_retiring_an_old_version_does_not_wait_for_its_running_work(tmp_path: Pa
         repository.start()
         reloader = ModelReloader(repository, metrics, models)
         old = repository.resolve("sst2-gru")
+        old_thread = await old.model_thread.run(threading.current_thread)
 
         async def long_trace() -> bool:  # a stand-in: a held version, busy on its model thread
             async with old.hold():
@@ -229,7 +254,7 @@ def test_retiring_an_old_version_does_not_wait_for_its_running_work(tmp_path: Pa
         release.set()
         assert await busy is True  # the old version finished its work
         await repository.close()  # awaits the retirement too
-        assert not old.model_thread._thread.is_alive()
+        assert not old_thread.is_alive()
 
     try:
         run(scenario)
