@@ -30,50 +30,69 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def queue_depth(server: ServerProcess) -> float:
+    return gauge(server, "rnn_sentiment_queue_depth{", 'model="sst2-gru"')
+
+
+def gauge(server: ServerProcess, prefix: str, *needles: str) -> float:
+    """The value of the first exposition line starting with `prefix` and containing `needles`."""
     with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
         for line in response.read().decode().splitlines():
-            if line.startswith("rnn_sentiment_queue_depth{") and 'model="sst2-gru"' in line:
+            if line.startswith(prefix) and all(n in line for n in needles):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
 
 
+# The drain must end when the last in-flight call does, not when the grace runs out: with a
+# grace this long, "always waits the grace" and "waits for in-flight work" are minutes apart.
+DRAIN_GRACE_SECONDS = 120
+# The in-flight Predict is held in the batcher this long, so it is still running while the test
+# checks that a call sent after the signal is refused.
+HELD_BATCH_MS = 5000
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_drain_finishes_in_flight_calls_and_exits_zero(sig: int) -> None:
-    # A long batch delay holds the first Predict in the batcher, so it is reliably in flight.
-    server = ServerProcess(extra_args=["--max-batch-delay-ms", "1500", "--grace-seconds", "20"]).start()
+def test_drain_finishes_in_flight_calls_refuses_new_ones_and_exits_when_they_are_done(sig: int) -> None:
+    server = ServerProcess(extra_args=["--max-batch-delay-ms", str(HELD_BATCH_MS),
+                                       "--grace-seconds", str(DRAIN_GRACE_SECONDS)]).start()
     try:
-        channel = grpc.insecure_channel(server.target)
-        health = health_pb2_grpc.HealthStub(channel)
-        assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == SERVING
-        assert health.Check(health_pb2.HealthCheckRequest(service="rnn_sentiment.v1.SentimentService"), timeout=10).status == SERVING
-        statuses: list[int] = []
-        watch = health.Watch(health_pb2.HealthCheckRequest(), timeout=60)
-
-        def collect() -> None:
-            try:
-                statuses.extend(r.status for r in watch)
-            except grpc.RpcError:
-                pass  # the stream ends when the server goes away
-
-        watcher = threading.Thread(target=collect, daemon=True)
-        watcher.start()
-
-        with SentimentClient(server.target, timeout=60) as client:
-            results: list[str] = []
-            caller = threading.Thread(target=lambda: results.append(client.predict("a warm , funny film").predictions[0].label))
+        # No health Watch here: an open stream must not be what keeps the server up.
+        with grpc.insecure_channel(server.target) as channel, SentimentClient(server.target, timeout=60) as client:
+            health = health_pb2_grpc.HealthStub(channel)
+            predict = sentiment_pb2_grpc.SentimentServiceStub(channel).Predict
+            assert health.Check(health_pb2.HealthCheckRequest(), timeout=10).status == SERVING
+            assert gauge(server, "rnn_sentiment_ready ") == 1
+            finished: list[tuple[str, float]] = []
+            caller = threading.Thread(target=lambda: finished.append(
+                (client.predict("a warm , funny film").predictions[0].label, time.monotonic())))
             caller.start()
             deadline = time.monotonic() + 30
             while queue_depth(server) < 1:  # the call has reached the batcher
                 assert time.monotonic() < deadline, server.log()
                 time.sleep(0.02)
+            signalled = time.monotonic()
             server.signal(sig)
+            while health.Check(health_pb2.HealthCheckRequest(), timeout=10).status != NOT_SERVING:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.01)
+            # A new call once the drain has begun: refused by the server itself (RetryInfo says
+            # so; a closed port would give UNAVAILABLE too, but without it), not computed.
+            with pytest.raises(grpc.RpcError) as refused:
+                predict(sentiment_pb2.PredictRequest(texts=["good"]), timeout=10)
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+            status = rpc_status.from_call(refused.value)
+            assert status is not None and any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+            assert not finished, "the in-flight call ended before the refusal was checked"
+            # and operators see it: rnn_sentiment_ready drops to 0 (the endpoint stays up while draining)
+            while gauge(server, "rnn_sentiment_ready ") != 0:
+                assert time.monotonic() < deadline, server.log()
+                time.sleep(0.02)
             caller.join(60)
-            assert results == ["positive"], server.log()
+            assert [label for label, _ in finished] == ["positive"], server.log()
         assert server.process is not None
-        assert server.process.wait(60) == 0, server.log()
-        watcher.join(10)
-        assert statuses[0] == SERVING and NOT_SERVING in statuses, statuses
-        channel.close()
+        assert server.process.wait(DRAIN_GRACE_SECONDS) == 0, server.log()
+        exited = time.monotonic()
+        # Exit follows the in-flight call's end within seconds (process teardown), far inside the grace.
+        assert exited - finished[0][1] < DRAIN_GRACE_SECONDS / 4, (exited - signalled, server.log())
     finally:
         server.stop()
 
@@ -94,6 +113,34 @@ def test_health_is_not_serving_and_calls_unavailable_until_models_load() -> None
                     assert (await health.Check(health_pb2.HealthCheckRequest(), timeout=10)).status == SERVING
                     assert (await client.predict("a warm , funny film")).predictions[0].label == "positive"
         finally:
+            await running.drain()
+
+    asyncio.run(scenario())
+
+
+def test_a_call_parked_by_the_drain_is_answered_unavailable_before_its_deadline(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Just before the port closes the drain holds refusals (app.py, step 3); a held caller whose
+    deadline comes first must still get UNAVAILABLE (retried), not DEADLINE_EXCEEDED."""
+    from tests.support import write_untrained_checkpoint
+
+    write_untrained_checkpoint(tmp_path / "tiny", "tiny", "v1")
+
+    async def scenario() -> None:
+        config = ServerConfig(address="127.0.0.1:0", metrics_address="", torch_threads=1, model_dir=str(tmp_path))
+        running = await bind_server(config)
+        try:
+            await running.load_models()
+            running.state.draining = True  # the drain's state at step 3, without closing the port
+            running.state.park_refusals()
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = sentiment_pb2_grpc.SentimentServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Predict(sentiment_pb2.PredictRequest(texts=["a good film"]), timeout=1.0)
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value
+                status = rpc_status.from_call(refused.value)
+                assert status is not None and any(d.Is(error_details_pb2.RetryInfo.DESCRIPTOR) for d in status.details)
+        finally:
+            running.state.release_refusals()
             await running.drain()
 
     asyncio.run(scenario())

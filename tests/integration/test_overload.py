@@ -69,7 +69,7 @@ async def _burst(target: str, calls: int, channels: int) -> tuple[collections.Co
 
 
 def _counted(server: ServerProcess, before: collections.Counter, expected: collections.Counter) -> collections.Counter:
-    # The server flushes its counters twice a second: poll until they match (bounded).
+    # The server counts a call just after answering it: poll until they match (bounded).
     deadline = time.monotonic() + 10
     while True:
         after = _handled(server.metrics_url)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pty
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,43 @@ def test_html_and_json_compare(server, client: SentimentClient, tmp_path: Path) 
 def test_bad_attribution_and_binary_to_a_terminal_are_refused(server) -> None:
     result = _trace(server, "--attributions", "prefix,shap")
     assert result.returncode == 2 and b"invalid attribution 'shap'" in result.stderr
+
+    # PNG with stdout on a terminal (a pseudo-terminal here): refused, nothing binary written to it.
+    controller, terminal = pty.openpty()
+    try:
+        command = [sys.executable, "-m", "rnn_sentiment.cli", "trace", "--target", server.target, "--timeout", "60",
+                   TEXT, "--format", "png"]
+        process = subprocess.Popen(command, stdout=terminal, stderr=subprocess.PIPE)
+        os.close(terminal)
+        written: list[bytes] = []  # drained as it comes, so a child that does write cannot block on it
+        reader = threading.Thread(target=lambda: written.append(_read_all(controller)), daemon=True)
+        reader.start()
+        _, stderr = process.communicate(timeout=120)
+        reader.join(10)
+    finally:
+        os.close(controller)
+    assert process.returncode == 2, stderr
+    assert b"--format png writes binary: give --output FILE.png" in stderr
+    assert b"PNG" not in b"".join(written), written
+
+
+def test_png_to_a_pipe_is_written_to_stdout(server) -> None:
+    """The other side of the refusal: redirected, the same command writes the picture."""
+    pytest.importorskip("matplotlib", reason="PNG output needs the `render` extra")
+    result = _trace(server, "--format", "png")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def _read_all(controller: int) -> bytes:
+    """Everything written to the pseudo-terminal until the child closes it (EOF, or EIO on Linux)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child has exited
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
