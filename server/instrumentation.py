@@ -118,6 +118,28 @@ def unparsable_request(method: str) -> ServiceError:
     )])
 
 
+def _take_request_id(context: aio.ServicerContext) -> str:
+    """The call's request id, set for its log lines; returns the id to echo ("" for none).
+    Each call runs in its own task and context, so the id cannot leak between calls."""
+    request_id = request_id_of(context.invocation_metadata())
+    current_request_id.set(request_id.echoed or _ID_WHEN_LOGGED)
+    if request_id.replaced:
+        request_id_replaced.set(True)
+    return request_id.echoed
+
+
+async def _enter(context: aio.ServicerContext, echoed: str, admission: AdmissionLimit | None) -> bool:
+    """Echo the request id and take an admission slot: True when one was taken (leave it after
+    the call); raises the refusal when the worker is full."""
+    if echoed:
+        await context.send_initial_metadata(((REQUEST_ID_KEY, echoed),))
+    if admission is None:
+        return False
+    if not admission.try_enter():
+        raise admission.refusal()
+    return True
+
+
 def _split_method(full_method: str) -> tuple[str, str]:
     # "/rnn_sentiment.v1.SentimentService/Predict" -> ("rnn_sentiment.v1.SentimentService", "Predict")
     _, service, method = full_method.split("/", 2)
@@ -224,18 +246,9 @@ class MetricsInterceptor(aio.ServerInterceptor):
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             admitted = False
-            request_id = request_id_of(context.invocation_metadata())
-            # Each call runs in its own task and context, so the id cannot leak between calls.
-            current_request_id.set(request_id.echoed or _ID_WHEN_LOGGED)
-            if request_id.replaced:
-                request_id_replaced.set(True)
+            echoed = _take_request_id(context)
             try:
-                if request_id.echoed:
-                    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id.echoed),))
-                if admission is not None:
-                    if not admission.try_enter():
-                        raise admission.refusal()
-                    admitted = True
+                admitted = await _enter(context, echoed, admission)
                 if request is UNPARSABLE:
                     unparsable_log.warn(method=method)
                     raise unparsable_request(method)
@@ -290,17 +303,9 @@ class MetricsInterceptor(aio.ServerInterceptor):
             start = time.perf_counter()
             code = grpc.StatusCode.OK
             admitted = False
-            request_id = request_id_of(context.invocation_metadata())
-            current_request_id.set(request_id.echoed or _ID_WHEN_LOGGED)
-            if request_id.replaced:
-                request_id_replaced.set(True)
+            echoed = _take_request_id(context)
             try:
-                if request_id.echoed:
-                    await context.send_initial_metadata(((REQUEST_ID_KEY, request_id.echoed),))
-                if admission is not None:
-                    if not admission.try_enter():
-                        raise admission.refusal()
-                    admitted = True
+                admitted = await _enter(context, echoed, admission)
                 # A method that answers UNPARSABLE itself reads gRPC's iterator directly: one
                 # generator less per message on the path that exists for throughput.
                 async for response in behavior(requests if answers_unparsable else parsed(requests), context):

@@ -10,7 +10,6 @@ Readiness follows the server's state: ready once models load, not ready while dr
 from __future__ import annotations
 
 import importlib.metadata
-import logging
 from typing import Awaitable, Callable, TypeVar
 
 import grpc
@@ -20,16 +19,14 @@ from rnn_sentiment.inference import grpc_service_pb2 as oip
 from rnn_sentiment.inference import grpc_service_pb2_grpc as oip_grpc
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 
-from .errors import FieldViolation, ServiceError, invalid_argument, not_found, quoted_name, unavailable
+from .errors import FieldViolation, ServiceError, invalid_argument, not_found, quoted_name
 from .oip_tensors import (
     BYTES, FP32, LABEL_OUTPUT, PROBABILITIES_OUTPUT, TEXT_INPUT, Prediction, add_outputs, field_for_oip,
     requested_outputs, texts_from_request,
 )
 from .repository import ServedModel
-from .servicer import ServingState
+from .servicer import ServingState, guarded
 from .validation import RequestLimits
-
-log = logging.getLogger(__name__)
 
 SERVICE_NAME = oip.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 SERVER_NAME = "rnn-sentiment"
@@ -130,16 +127,6 @@ class OipServicer(oip_grpc.GRPCInferenceServiceServicer):
         return served
 
     async def _guard(self, context: aio.ServicerContext, handle: Callable[[], Awaitable[Response]]) -> Response:
-        """As SentimentServicer's: UNAVAILABLE while not accepting (counted for the drain),
+        """As SentimentServicer's calls: UNAVAILABLE while not accepting (counted for the drain),
         ServiceError to its status, anything else a bare INTERNAL."""
-        try:
-            if not self._state.accepting:
-                await self._state.before_refusal(context.time_remaining())
-                raise unavailable("the server is not serving (starting up or draining); retry another replica")
-            return await handle()
-        except ServiceError as error:
-            await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
-        except Exception:
-            log.exception("internal error")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
-        raise AssertionError("unreachable: abort raises")
+        return await guarded(self._state, context, handle)

@@ -206,23 +206,33 @@ class SentimentServicer(pb_grpc.SentimentServiceServicer):
         return self._state.repository
 
     async def _refuse_unless_accepting(self, context: aio.ServicerContext) -> None:
-        """End the call with UNAVAILABLE (which clients retry) while starting up or draining."""
-        if not self._state.accepting:
-            await self._state.before_refusal(context.time_remaining())
-            error = unavailable("the server is not serving (starting up or draining); retry another replica")
-            await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+        await refuse_unless_accepting(self._state, context)
 
     async def _guard(
         self, context: aio.ServicerContext, handle: Callable[[], Awaitable[Response]]
     ) -> Response:
-        """Run a handler; turn ServiceError into its status and anything else into a bare INTERNAL."""
-        await self._refuse_unless_accepting(context)
-        try:
-            return await handle()
-        except ServiceError as error:
-            await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
-        except Exception:
-            # The stack trace goes to our log, never to the caller.
-            log.exception("internal error")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
-        raise AssertionError("unreachable: abort raises")
+        return await guarded(self._state, context, handle)
+
+
+async def refuse_unless_accepting(state: ServingState, context: aio.ServicerContext) -> None:
+    """End the call with UNAVAILABLE (which clients retry) while starting up or draining."""
+    if not state.accepting:
+        await state.before_refusal(context.time_remaining())
+        error = unavailable("the server is not serving (starting up or draining); retry another replica")
+        await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+
+
+async def guarded(state: ServingState, context: aio.ServicerContext,
+                  handle: Callable[[], Awaitable[Response]]) -> Response:
+    """Run a handler of any service: UNAVAILABLE while not accepting, ServiceError into its status
+    and anything else into a bare INTERNAL."""
+    await refuse_unless_accepting(state, context)
+    try:
+        return await handle()
+    except ServiceError as error:
+        await context.abort(error.code, error.message, trailing_metadata=error.trailing_metadata())
+    except Exception:
+        # The stack trace goes to our log, never to the caller.
+        log.exception("internal error")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server logged the details")
+    raise AssertionError("unreachable: abort raises")

@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from rnn_sentiment.client import SentimentClient, SentimentError
 from tests.certificates import write_atomically
-from tests.integration.test_metrics import sample, scrape
+from tests.scrape import sample, scrape
 from tests.support import ServerProcess
 
 FILE_TOKEN = "file-token-3b7f9c2e51d04a8e"

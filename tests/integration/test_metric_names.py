@@ -13,7 +13,6 @@ import shutil
 import signal
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient
+from tests.scrape import scrape
 from tests.support import REPO_ROOT, ServerProcess, write_untrained_checkpoint
 
 MODEL = "tiny"
@@ -49,11 +49,6 @@ SETTLE_SECONDS = 0.25
 
 def documented_metric_names() -> set[str]:
     return {HISTOGRAM_SUFFIX.sub("", name) for path in DOCUMENTED_IN for name in METRIC_NAME.findall(path.read_text())}
-
-
-def scrape(server: ServerProcess) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
 
 
 def value(text: str, name: str, **labels: str) -> float | None:

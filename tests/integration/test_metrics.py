@@ -5,30 +5,16 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-import urllib.request
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient, SentimentError
+from tests.scrape import sample, scrape
 from tests.support import ServerProcess
 
 PREDICT = {"grpc_service": "rnn_sentiment.v1.SentimentService", "grpc_method": "Predict", "grpc_type": "unary"}
-
-
-def scrape(server: ServerProcess) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 def test_calls_are_counted_by_method_and_code(server: ServerProcess, client: SentimentClient) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import struct
 import time
-import urllib.request
 from typing import Iterator
 
 import grpc
@@ -15,11 +14,11 @@ from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 from grpc_status import rpc_status
-from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.inference import grpc_service_pb2 as oip
 from rnn_sentiment.inference import grpc_service_pb2_grpc as oip_grpc
+from tests.scrape import sample, scrape
 from tests.support import ServerProcess
 
 MODEL = "sst2-gru"
@@ -206,19 +205,6 @@ def test_reflection_describes_the_service(server: ServerProcess) -> None:
         assert OIP_SERVICE in database.get_services()
         method = descriptor_pool.DescriptorPool(database).FindServiceByName(OIP_SERVICE).FindMethodByName("ModelInfer")
         assert method.input_type.fields_by_name["raw_input_contents"].number == 7
-
-
-def scrape(server: ServerProcess) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 def settled_scrape(server: ServerProcess) -> str:

@@ -5,16 +5,15 @@ from __future__ import annotations
 import queue
 import signal
 import time
-import urllib.request
 from typing import Iterator
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from tests.scrape import sample, scrape
 from tests.support import ServerProcess
 
 TEXTS = [
@@ -152,14 +151,3 @@ def refused_stream(channel: grpc.Channel) -> grpc.RpcError:
         assert time.monotonic() < deadline, "a new stream was still served 10 s after SIGTERM"
 
 
-def scrape(server: ServerProcess) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0

@@ -7,16 +7,15 @@ import queue
 import random
 import signal
 import time
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import grpc
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from tests.scrape import sample, scrape
 from tests.support import ServerProcess, write_untrained_checkpoint
 
 NO_RETRY = [("grpc.enable_retries", 0)]
@@ -110,19 +109,6 @@ def stream_text(stub: pb_grpc.SentimentServiceStub, chunks: list[str], model: st
     responses = [stream.send(chunk, model=model if i == 0 else "", include_steps=include_steps)
                  for i, chunk in enumerate(chunks)]
     return responses + [stream.close()]
-
-
-def scrape(server: ServerProcess) -> str:
-    with urllib.request.urlopen(server.metrics_url, timeout=10) as response:
-        return response.read().decode()
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
-                return s.value
-    return 0.0
 
 
 def wait_for_metric(server: ServerProcess, name: str, expected: float, **labels: str) -> None:
