@@ -84,6 +84,7 @@ class RunningServer:
     health: DrainingHealthServicer
     state: ServingState
     metrics: ServerMetrics
+    metrics_flusher: asyncio.Task  # writes the buffered metric updates every FLUSH_SECONDS
     metrics_endpoint: MetricsEndpoint | None = None
     streams: StreamRegistry | None = None  # open StreamSentiment streams: the drain ends them after the grace
 
@@ -160,7 +161,10 @@ class RunningServer:
             turns += 1
 
     async def stop_metrics(self) -> None:
-        """Close the /metrics endpoint."""
+        """End the periodic flush, which flushes once more (the last calls' updates are written),
+        then close the /metrics endpoint."""
+        self.metrics_flusher.cancel()
+        await asyncio.gather(self.metrics_flusher, return_exceptions=True)
         if self.metrics_endpoint is not None:
             await self.metrics_endpoint.close()
 
@@ -212,8 +216,9 @@ async def bind_server(config: ServerConfig) -> RunningServer:
             split_address(config.metrics_address), lambda: generate_latest(metrics.registry), CONTENT_TYPE_LATEST
         )
     await server.start()
+    flusher = asyncio.ensure_future(metrics.buffer.flush_every())
     return RunningServer(config, server, port, metrics_endpoint.port if metrics_endpoint else None, health_servicer,
-                         state, metrics, metrics_endpoint, streams)
+                         state, metrics, flusher, metrics_endpoint, streams)
 
 
 def _metrics_fields(config: ServerConfig, metrics_port: int | None) -> dict[str, str]:

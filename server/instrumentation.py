@@ -33,6 +33,7 @@ from prometheus_client import Counter
 from .admission import UNLIMITED_SERVICES, AdmissionLimit
 from .errors import FieldViolation, ServiceError, invalid_argument
 from .log_throttle import ThrottledWarning
+from .metric_buffer import BufferedCounter
 from .metrics import ServerMetrics
 
 REQUEST_ID_KEY = "x-request-id"
@@ -207,14 +208,15 @@ class MetricsInterceptor(aio.ServerInterceptor):
         each would let it fill the log; a few lines per code and interval keep request ids
         traceable in ordinary operation, and the next line counts what was suppressed.
         """
-        handling_seconds = self._metrics.rpc_handling_seconds.labels(*labels)
-        handled: dict[grpc.StatusCode, Counter] = {}  # code -> its series, made on first use
+        buffer = self._metrics.buffer
+        handling_seconds = buffer.histogram(self._metrics.rpc_handling_seconds.labels(*labels))
+        handled: dict[grpc.StatusCode, BufferedCounter] = {}  # code -> its series, made on first use
         failure_logs: dict[grpc.StatusCode, ThrottledWarning] = {}
         overload_log = self._overload_log
 
         def ended(code: grpc.StatusCode, elapsed: float, log_failure: bool) -> None:
             if code not in handled:
-                handled[code] = self._metrics.rpc_handled.labels(*labels, code.name)
+                handled[code] = buffer.counter(self._metrics.rpc_handled.labels(*labels, code.name))
             handled[code].inc()
             handling_seconds.observe(elapsed)
             if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -236,7 +238,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
         service, method = _split_method(full_method)
         labels = (_grpc_type(handler), service, method)
         behavior = handler.unary_unary
-        started = self._metrics.rpc_started.labels(*labels)
+        started = self._metrics.buffer.counter(self._metrics.rpc_started.labels(*labels))
         ended = self._end_recorder(labels, method)
         admission = None if service in UNLIMITED_SERVICES else self._admission
         unparsable_log = self._unparsable_log
@@ -285,7 +287,7 @@ class MetricsInterceptor(aio.ServerInterceptor):
         service, method = _split_method(full_method)
         labels = (_grpc_type(handler), service, method)
         behavior = handler.stream_stream
-        started = self._metrics.rpc_started.labels(*labels)
+        started = self._metrics.buffer.counter(self._metrics.rpc_started.labels(*labels))
         ended = self._end_recorder(labels, method)
         admission = None if service in UNLIMITED_SERVICES else self._admission
         unparsable_log = self._unparsable_log

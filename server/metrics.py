@@ -4,6 +4,9 @@ Everything lives in one `ServerMetrics` with its own registry, so two servers in
 (tests) never share counters, and the exposition holds only what this server records.
 Under `--workers N` (PROMETHEUS_MULTIPROC_DIR set) values go to shared files instead and the
 supervisor serves their aggregate; the gauges say how to combine workers.
+
+The series every Predict updates are buffered (metric_buffer.py): the request path adds to
+plain Python totals, flushed to these series every FLUSH_SECONDS by the server's event loop.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from .metric_buffer import BufferedCounter, BufferedGauge, BufferedHistogram, MetricBuffer
 
 # 100 µs to 10 s, roughly ×2.5 per bucket: a cached-tokenizer Predict lands near the bottom,
 # a long integrated-gradients Trace near the top.
@@ -25,20 +30,21 @@ TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 @dataclass(frozen=True)
 class ModelMetrics:
-    """One model's labelled series, looked up once when the model is served.
+    """One model's labelled series, looked up once when the model is served, and buffered.
 
-    `metric.labels(...)` takes a lock and a dict lookup each call, and these sit on every
-    request's path (about a dozen updates per text).
+    `metric.labels(...)` takes a lock and a dict lookup each call, and an update of the series
+    costs far more than adding to a buffer; these sit on every request's path (about a dozen
+    updates per text).
     """
 
-    queue_seconds: Histogram
-    batch_size: Histogram
-    predict_seconds: Histogram
-    queue_depth: Gauge
-    tokens: Counter
-    unknown_tokens: Counter
-    text_tokens: Histogram
-    predictions: dict[str, Counter]  # label -> its series
+    queue_seconds: BufferedHistogram
+    batch_size: BufferedHistogram
+    predict_seconds: BufferedHistogram
+    queue_depth: BufferedGauge
+    tokens: BufferedCounter
+    unknown_tokens: BufferedCounter
+    text_tokens: BufferedHistogram
+    predictions: dict[str, BufferedCounter]  # label -> its series
 
 
 @dataclass
@@ -65,18 +71,20 @@ class ServerMetrics:
     stream_tokens: Counter
     stream_update_seconds: Histogram
     stream_session_bytes: Gauge
+    buffer: MetricBuffer  # the buffered series' updates; the server flushes it on its event loop
 
     def for_model(self, name: str, labels: Sequence[str]) -> ModelMetrics:
-        """The series of model `name`, whose predictions carry `labels`."""
+        """The buffered series of model `name`, whose predictions carry `labels`."""
+        buffer = self.buffer
         return ModelMetrics(
-            queue_seconds=self.queue_seconds.labels(name),
-            batch_size=self.batch_size.labels(name),
-            predict_seconds=self.model_seconds.labels(name, "predict"),
-            queue_depth=self.queue_depth.labels(name),
-            tokens=self.tokens.labels(name),
-            unknown_tokens=self.unknown_tokens.labels(name),
-            text_tokens=self.text_tokens.labels(name),
-            predictions={label: self.predictions.labels(name, label) for label in labels},
+            queue_seconds=buffer.histogram(self.queue_seconds.labels(name)),
+            batch_size=buffer.histogram(self.batch_size.labels(name)),
+            predict_seconds=buffer.histogram(self.model_seconds.labels(name, "predict")),
+            queue_depth=buffer.gauge(self.queue_depth.labels(name)),
+            tokens=buffer.counter(self.tokens.labels(name)),
+            unknown_tokens=buffer.counter(self.unknown_tokens.labels(name)),
+            text_tokens=buffer.histogram(self.text_tokens.labels(name)),
+            predictions={label: buffer.counter(self.predictions.labels(name, label)) for label in labels},
         )
 
     @classmethod
@@ -85,6 +93,7 @@ class ServerMetrics:
         rpc_labels = ("grpc_type", "grpc_service", "grpc_method")
         return cls(
             registry=registry,
+            buffer=MetricBuffer(),
             rpc_started=Counter(
                 "grpc_server_started", "RPCs started on the server.", rpc_labels, registry=registry
             ),

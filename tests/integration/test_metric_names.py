@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from rnn_sentiment.client import SentimentClient
+from rnn_sentiment.server.metric_buffer import FLUSH_SECONDS
 from tests.scrape import scrape
 from tests.support import REPO_ROOT, ServerProcess, write_untrained_checkpoint
 
@@ -42,9 +43,9 @@ ASSERTED_ELSEWHERE = {
     "rnn_sentiment_ready": "tests/integration/test_lifecycle.py",  # 1 serving, 0 once a drain begins
 }
 
-# A call is counted just after it is answered: two scrapes this far apart that agree saw every
-# earlier call.
-SETTLE_SECONDS = 0.25
+# A call is counted at the next flush of the metric buffer: two scrapes more than a flush apart
+# that agree saw every earlier call.
+SETTLE_SECONDS = FLUSH_SECONDS + 0.1
 
 
 def documented_metric_names() -> set[str]:

@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.inference import grpc_service_pb2 as oip
 from rnn_sentiment.inference import grpc_service_pb2_grpc as oip_grpc
+from rnn_sentiment.server.metric_buffer import FLUSH_SECONDS
 from tests.scrape import sample, scrape
 from tests.support import ServerProcess
 
@@ -25,9 +26,9 @@ MODEL = "sst2-gru"
 TEXTS = ["a warm, funny and beautifully acted film", "a dull , lifeless and painfully boring movie"]
 MAX_TEXTS = 8  # the session server's --max-texts-per-request (tests/integration/conftest.py)
 OIP_SERVICE = "inference.GRPCInferenceService"
-# A call is counted just after it is answered: two scrapes this far apart that agree saw every
-# earlier call.
-SETTLE_SECONDS = 0.25
+# A call is counted at the next flush of the metric buffer: two scrapes more than a flush apart
+# that agree saw every earlier call.
+SETTLE_SECONDS = FLUSH_SECONDS + 0.1
 
 
 @pytest.fixture
