@@ -39,7 +39,9 @@ PACKAGE_FOLDERS = {"model": "model", "server": "server", "client": "client", "cl
 
 def importable_tree(revision: str) -> Path:
     """A folder whose rnn_sentiment package is `revision`'s code (for PYTHONPATH)."""
-    worktree = WORK / "worktrees" / revision
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    revision = commit  # a folder per commit: a branch name such as HEAD moves
     if not worktree.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(worktree), revision],
                        check=True, capture_output=True)

@@ -2,11 +2,8 @@
 
 A Predict makes about a dozen metric updates (RPC counters and timings, queue time, tokens,
 predictions, batch size, queue depth). Through prometheus_client each one is a chain of Python
-calls, a lock and, under `--workers N`, a write to a memory-mapped file. Measured on the
-shipped GRU (`--workers 2`, h2load at concurrency 32, alternating 5 s rounds): with every
-update made a no-op the server answered 16% more requests (3,720-3,780 against 3,190-3,280
-req/s), 80 µs less CPU per request, far more than the same calls cost in isolation (1-2 µs
-each), since under load the model's weights keep evicting the interpreter's working set.
+calls, a lock and, under `--workers N`, a write to a memory-mapped file; the whole server answers
+measurably more requests with them buffered (docs/performance.md, "Speed code, measured").
 
 So the request path adds to a counter here (an attribute increment; a bisect for a
 histogram's bucket) and `MetricBuffer.flush`, on the event loop every FLUSH_SECONDS, adds the
