@@ -11,14 +11,14 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rnn_sentiment.client import SentimentClient, SentimentError
-from tests.scrape import sample, scrape
+from tests.scrape import sample, scrape, settled_scrape
 from tests.support import ServerProcess
 
 PREDICT = {"grpc_service": "rnn_sentiment.v1.SentimentService", "grpc_method": "Predict", "grpc_type": "unary"}
 
 
 def test_calls_are_counted_by_method_and_code(server: ServerProcess, client: SentimentClient) -> None:
-    before = scrape(server)
+    before = settled_scrape(server)
     client.predict(["a warm, funny and beautifully acted film", "a dull , lifeless and painfully boring movie"])
     client.predict("good")
     with pytest.raises(SentimentError):
@@ -70,7 +70,7 @@ def test_exposition_passes_promtool(server: ServerProcess, client: SentimentClie
 
 def test_health_checks_and_model_listing_are_measured_too(server: ServerProcess, client: SentimentClient) -> None:
     """Every unary method of every service is wrapped when it is registered, not only Predict."""
-    before = scrape(server)
+    before = settled_scrape(server)
     with grpc.insecure_channel(server.target) as channel:
         assert health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10).status == \
             health_pb2.HealthCheckResponse.SERVING

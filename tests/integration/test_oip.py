@@ -18,17 +18,13 @@ from grpc_status import rpc_status
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.inference import grpc_service_pb2 as oip
 from rnn_sentiment.inference import grpc_service_pb2_grpc as oip_grpc
-from rnn_sentiment.server.metric_buffer import FLUSH_SECONDS
-from tests.scrape import sample, scrape
+from tests.scrape import sample, scrape, settled_scrape
 from tests.support import ServerProcess
 
 MODEL = "sst2-gru"
 TEXTS = ["a warm, funny and beautifully acted film", "a dull , lifeless and painfully boring movie"]
 MAX_TEXTS = 8  # the session server's --max-texts-per-request (tests/integration/conftest.py)
 OIP_SERVICE = "inference.GRPCInferenceService"
-# A call is counted at the next flush of the metric buffer: two scrapes more than a flush apart
-# that agree saw every earlier call.
-SETTLE_SECONDS = FLUSH_SECONDS + 0.1
 
 
 @pytest.fixture
@@ -206,21 +202,6 @@ def test_reflection_describes_the_service(server: ServerProcess) -> None:
         assert OIP_SERVICE in database.get_services()
         method = descriptor_pool.DescriptorPool(database).FindServiceByName(OIP_SERVICE).FindMethodByName("ModelInfer")
         assert method.input_type.fields_by_name["raw_input_contents"].number == 7
-
-
-def settled_scrape(server: ServerProcess) -> str:
-    """A scrape once the calls of earlier tests are all counted: two scrapes SETTLE_SECONDS apart
-    agree on every RPC counter (bounded), so the deltas below count this test's calls alone."""
-    deadline = time.monotonic() + 10
-    previous = scrape(server)
-    while True:
-        time.sleep(SETTLE_SECONDS)
-        current = scrape(server)
-        counters = [line for line in current.splitlines() if line.startswith("grpc_server_started_total")]
-        if counters == [line for line in previous.splitlines() if line.startswith("grpc_server_started_total")]:
-            return current
-        assert time.monotonic() < deadline, current
-        previous = current
 
 
 def test_metrics_tell_the_two_apis_apart(server: ServerProcess, stub: oip_grpc.GRPCInferenceServiceStub) -> None:
