@@ -1,4 +1,8 @@
-"""Start TorchServe 0.12 on loopback serving a checkpoint through torchserve_handler.py, batching on.
+"""Start TorchServe 0.12 on loopback serving a checkpoint, batching on, on torch or on ONNX Runtime.
+
+The torch row runs handlers/torchserve_handler.py (the peers' usual executor); the onnx row runs
+handlers/torchserve_onnx_handler.py, the ONNX Runtime session our server builds, so that a ratio
+against it compares the front ends alone.
 
 Its gRPC inference API (`org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions`) is
 what the load generator calls; the request is encoded by hand (bench/wire.py), so the
@@ -19,8 +23,12 @@ from ..wire import field_bytes, field_string
 
 PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
 MODEL_NAME = "sst2-gru"
-# Not a module of this package: TorchServe imports it inside its own venv.
-HANDLER = Path(__file__).with_name("handlers") / "torchserve_handler.py"
+# Not modules of this package: TorchServe imports them inside its own venv.
+HANDLERS = {
+    "torch": Path(__file__).with_name("handlers") / "torchserve_handler.py",
+    "onnx": Path(__file__).with_name("handlers") / "torchserve_onnx_handler.py",
+}
+BACKENDS = tuple(HANDLERS)
 
 # WARN everywhere, no access or per-request metrics lines: logging at INFO costs TorchServe a lot.
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -48,11 +56,20 @@ class TorchServeConfig:
     batch_size: int = 32
     max_batch_delay_ms: int = 5
     workers: int = 1
-    torch_threads: int = 1
+    torch_threads: int = 1  # intra-op threads of torch, and of ONNX Runtime on the onnx backend
+    backend: str = "torch"  # the handler's executor, one of BACKENDS
+
+    def __post_init__(self) -> None:
+        if self.backend not in HANDLERS:
+            raise ValueError(f"invalid TorchServe backend {self.backend!r}; options are {list(BACKENDS)}")
+
+    @property
+    def handler(self) -> Path:
+        return HANDLERS[self.backend]
 
     @property
     def label(self) -> str:
-        return (f"TorchServe 0.12 (batch {self.batch_size}/{self.max_batch_delay_ms} ms, "
+        return (f"TorchServe 0.12 ({self.backend}, batch {self.batch_size}/{self.max_batch_delay_ms} ms, "
                 f"{self.workers} worker{'s' if self.workers > 1 else ''})")
 
 
@@ -64,13 +81,13 @@ def predictions_request(text: str) -> bytes:
 
 def start_torchserve(venv: Path, checkpoint: Path, work: Path, config: TorchServeConfig,
                      message: bytes) -> RunningServer:
-    home = work / f"torchserve-b{config.batch_size}-w{config.workers}"
+    home = work / f"torchserve-{config.backend}-b{config.batch_size}-w{config.workers}"
     store, logs = home / "model-store", home / "logs"
     store.mkdir(parents=True, exist_ok=True)
     logs.mkdir(exist_ok=True)
     files = ",".join(str(checkpoint / name) for name in ("config.json", "vocab.json", "model.safetensors"))
     subprocess.run([str(venv / "bin" / "torch-model-archiver"), "--model-name", MODEL_NAME, "--version", "1.0",
-                    "--handler", str(HANDLER), "--extra-files", files, "--export-path", str(store), "--force"],
+                    "--handler", str(config.handler), "--extra-files", files, "--export-path", str(store), "--force"],
                    check=True, capture_output=True, timeout=120)
     grpc_port = free_port()
     models = {MODEL_NAME: {"1.0": {
