@@ -42,6 +42,7 @@ def importable_tree(revision: str) -> Path:
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{revision}^{{commit}}"],
                             check=True, capture_output=True, text=True).stdout.strip()
     revision = commit  # a folder per commit: a branch name such as HEAD moves
+    worktree = WORK / "worktrees" / revision
     if not worktree.exists():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(worktree), revision],
                        check=True, capture_output=True)

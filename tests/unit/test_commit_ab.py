@@ -1,0 +1,20 @@
+"""bench/commit_ab.py lays a commit out as the `rnn_sentiment` package: the A/B imports that code."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from bench.commit_ab import importable_tree
+
+
+def test_a_commit_is_importable_as_the_package_from_its_own_worktree() -> None:
+    root = importable_tree("HEAD")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    probe = subprocess.run(
+        [sys.executable, "-c", "import rnn_sentiment.server.batcher as m, rnn_sentiment.v1.sentiment_pb2 as s;"
+                               "print(m.__file__); print(s.__file__)"],
+        env={"PYTHONPATH": str(root), "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, check=True)
+    batcher, stubs = probe.stdout.split()
+    assert head in batcher and batcher.endswith("server/batcher.py")
+    assert head in stubs
