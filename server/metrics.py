@@ -6,15 +6,22 @@ Under `--workers N` (PROMETHEUS_MULTIPROC_DIR set) values go to shared files ins
 supervisor serves their aggregate; the gauges say how to combine workers.
 
 The series every Predict updates are buffered (metric_buffer.py): the request path adds to
-plain Python totals, flushed to these series every FLUSH_SECONDS by the server's event loop.
+plain Python totals, flushed to these series every FLUSH_SECONDS by the server's event loop,
+and also whenever the registry is collected (`FlushBeforeCollect`), so a scrape counts every call
+that returned before it. Under `--workers N` the supervisor renders the workers' files and
+cannot reach their buffers: there a scrape lags by up to FLUSH_SECONDS (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import Metric
 
 from .metric_buffer import BufferedCounter, BufferedGauge, BufferedHistogram, MetricBuffer
 
@@ -26,6 +33,62 @@ RPC_BUCKETS = (
 )
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 TOKEN_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+# A render waits this long for the event loop to flush. The loop answers within a turn unless it
+# is stalled; then a scrape as it stands (at most FLUSH_SECONDS old) beats a scrape that hangs.
+FLUSH_WAIT_SECONDS = 1.0
+
+log = logging.getLogger(__name__)
+
+
+class FlushBeforeCollect:
+    """A collector with no series of its own, registered before all others: collecting the
+    registry (rendering /metrics) first writes the buffered updates to their series.
+
+    The buffer is only ever touched on the event loop's thread (metric_buffer.py), so the request
+    path needs no lock; the /metrics endpoint renders on a thread of its own (metrics_http.py), so
+    from there the flush is handed to the loop and waited for. Without a loop (a registry used
+    outside a server, as unit tests do) flushing stays the caller's job.
+    """
+
+    def __init__(self, buffer: MetricBuffer, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._buffer = buffer
+        self._loop = loop
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # no names of its own: without this, registering would collect (and flush)
+
+    def collect(self) -> Iterable[Metric]:
+        loop = self._loop
+        if loop is None:
+            return []
+        if _running_loop() is loop:
+            self._buffer.flush()
+            return []
+        flushed: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def flush() -> None:
+            try:
+                self._buffer.flush()
+                flushed.set_result(None)
+            except BaseException as error:  # the render reports it; the loop goes on
+                flushed.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(flush)
+        except RuntimeError:
+            return []  # the loop is closed: its flusher's last flush has run
+        try:
+            flushed.result(FLUSH_WAIT_SECONDS)
+        except concurrent.futures.TimeoutError:
+            log.warning("event loop did not flush the metric buffer within %s s: scrape may lag", FLUSH_WAIT_SECONDS)
+        return []
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -71,7 +134,7 @@ class ServerMetrics:
     stream_tokens: Counter
     stream_update_seconds: Histogram
     stream_session_bytes: Gauge
-    buffer: MetricBuffer  # the buffered series' updates; the server flushes it on its event loop
+    buffer: MetricBuffer  # the buffered series' updates; flushed on the event loop, periodically and on collect
 
     def for_model(self, name: str, labels: Sequence[str]) -> ModelMetrics:
         """The buffered series of model `name`, whose predictions carry `labels`."""
@@ -89,11 +152,16 @@ class ServerMetrics:
 
     @classmethod
     def create(cls) -> "ServerMetrics":
+        """The metrics of one server; called on the event loop that will make the updates
+        (bind_server), which collecting the registry then asks to flush the buffer."""
         registry = CollectorRegistry()
+        buffer = MetricBuffer()
+        # First in the registry, so the flush lands before any series is read.
+        registry.register(FlushBeforeCollect(buffer, _running_loop()))
         rpc_labels = ("grpc_type", "grpc_service", "grpc_method")
         return cls(
             registry=registry,
-            buffer=MetricBuffer(),
+            buffer=buffer,
             rpc_started=Counter(
                 "grpc_server_started", "RPCs started on the server.", rpc_labels, registry=registry
             ),

@@ -1,18 +1,19 @@
-"""Reading a live server's /metrics in tests: one scrape, and one sample's value from it."""
+"""Reading a live server's /metrics in tests: one scrape, and one sample's value from it.
+
+A scrape is current: /metrics flushes the metric buffer before it renders (server/metrics.py),
+so a scrape made after a call returned counts it. Under `--workers N` the supervisor renders the
+workers' files, which they write at their buffer's next flush: scrape there until counted.
+"""
 
 from __future__ import annotations
 
 import time
 import urllib.request
+from collections import defaultdict
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from rnn_sentiment.server.metric_buffer import FLUSH_SECONDS
 from tests.support import ServerProcess
-
-# Calls are counted at the metric buffer's next flush: two scrapes this far apart that agree saw
-# every earlier call.
-SETTLE_SECONDS = FLUSH_SECONDS + 0.1
 
 
 def scrape(server: ServerProcess) -> str:
@@ -29,21 +30,26 @@ def sample(text: str, name: str, **labels: str) -> float:
     return 0.0
 
 
-def settled_scrape(server: ServerProcess, timeout: float = 10.0) -> str:
-    """A scrape once the calls made so far are all counted (two scrapes SETTLE_SECONDS apart
-    agree), so that deltas from it count only what follows. Bounded by `timeout`."""
+def idle_scrape(server: ServerProcess, timeout: float = 10.0) -> str:
+    """A scrape taken while no call is in flight (every started call has ended), so that deltas
+    from it count only what follows: a call an earlier test gave up on (cancelled, past its
+    deadline, its channel closed) ends on the server a moment later. Bounded by `timeout`."""
     deadline = time.monotonic() + timeout
-    previous = _samples(scrape(server))
     while True:
-        time.sleep(SETTLE_SECONDS)
         text = scrape(server)
-        current = _samples(text)
-        if current == previous:
+        if not calls_in_flight(text):
             return text
-        assert time.monotonic() < deadline, text
-        previous = current
+        assert time.monotonic() < deadline, f"calls still in flight: {calls_in_flight(text)}\n{text}"
+        time.sleep(0.05)
 
 
-def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
-    return [(s.name, s.labels, s.value) for family in text_string_to_metric_families(text)
-            for s in family.samples if not s.name.endswith("_created")]
+def calls_in_flight(text: str) -> dict[tuple[str, str, str], float]:
+    """Per (type, service, method): grpc_server_started_total minus grpc_server_handled_total
+    over every code, where it is not 0."""
+    balance: dict[tuple[str, str, str], float] = defaultdict(float)
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name in ("grpc_server_started_total", "grpc_server_handled_total"):
+                key = (s.labels["grpc_type"], s.labels["grpc_service"], s.labels["grpc_method"])
+                balance[key] += s.value if s.name == "grpc_server_started_total" else -s.value
+    return {key: value for key, value in balance.items() if value}

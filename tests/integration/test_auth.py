@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from rnn_sentiment.client import SentimentClient, SentimentError
 from tests.certificates import write_atomically
-from tests.scrape import sample, scrape, settled_scrape
+from tests.scrape import idle_scrape, sample, scrape
 from tests.support import ServerProcess
 
 FILE_TOKEN = "file-token-3b7f9c2e51d04a8e"
@@ -55,7 +55,7 @@ def call_every_method(client: SentimentClient) -> None:
 
 
 def test_calls_without_a_valid_token_are_unauthenticated_and_counted(auth_server: ServerProcess) -> None:
-    before = settled_scrape(auth_server)
+    before = idle_scrape(auth_server)
     for token in (None, "not-a-token", FILE_TOKEN + "x", FILE_TOKEN[:-1]):
         with SentimentClient(auth_server.target, token=token, timeout=30) as client:
             assert client.health() == "SERVING"

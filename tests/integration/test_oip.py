@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.inference import grpc_service_pb2 as oip
 from rnn_sentiment.inference import grpc_service_pb2_grpc as oip_grpc
-from tests.scrape import sample, scrape, settled_scrape
+from tests.scrape import idle_scrape, sample, scrape
 from tests.support import ServerProcess
 
 MODEL = "sst2-gru"
@@ -207,7 +207,7 @@ def test_reflection_describes_the_service(server: ServerProcess) -> None:
 def test_metrics_tell_the_two_apis_apart(server: ServerProcess, stub: oip_grpc.GRPCInferenceServiceStub) -> None:
     infer = {"grpc_service": OIP_SERVICE, "grpc_method": "ModelInfer"}
     predict = {"grpc_service": "rnn_sentiment.v1.SentimentService", "grpc_method": "Predict"}
-    before = settled_scrape(server)
+    before = idle_scrape(server)
     stub.ModelInfer(infer_request(TEXTS), timeout=30)
     refused(stub, infer_request(["good"], model="no-such-model"))
     deadline = time.monotonic() + 10

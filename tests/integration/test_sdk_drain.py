@@ -15,8 +15,8 @@ from typing import Iterator
 import pytest
 
 from rnn_sentiment.client import SentimentClient
-from tests.support import ServerProcess, free_port
-from tests.system.stack import DEFAULT_LB, DEFAULT_REPLICAS, DEPLOY, BackgroundProcess, render_config, require_commands
+from tests.support import ServerProcess
+from tests.system.stack import nginx_over_two_replicas
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -55,33 +55,13 @@ class DrainDuringLoop:
 
 
 def test_predict_many_sees_no_error_while_a_replica_drains_behind_nginx(tmp_path: Path) -> None:
-    nginx_path = require_commands("nginx")["nginx"]
-    replicas = [ServerProcess(extra_args=REPLICA_ARGS).start(wait=False) for _ in range(2)]
-    lb_address = f"127.0.0.1:{free_port()}"
-    nginx = None
-    try:
-        for replica in replicas:
-            replica.wait_until_serving(timeout=120)
-        nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {
-            DEFAULT_LB: lb_address, **{d: r.target for d, r in zip(DEFAULT_REPLICAS, replicas)}})
-        nginx_dir.chmod(0o755)  # workers run as another user when the master is root
-        nginx = BackgroundProcess([nginx_path, "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
-                                   "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
-                                  log_path=tmp_path / "nginx.log").start()
+    with nginx_over_two_replicas(tmp_path, REPLICA_ARGS) as stack:
+        replicas = stack.replicas
         loop = DrainDuringLoop(replicas[0])
-        with SentimentClient(lb_address, timeout=30) as client:  # the SDK's default retry policy
+        with SentimentClient(stack.lb_address, timeout=30) as client:  # the SDK's default retry policy
             client.wait_until_serving(timeout=30)
             labels = [p.label for p in client.predict_many(loop.texts())]  # any error raises here
         print(f"\n[drain] {loop.sent} texts, replica exited after {loop.sent_when_exited}", end="")
         assert loop.exit_code == 0, replicas[0].log()
         assert loop.sent_when_exited is not None and loop.sent_when_exited > TEXTS_BEFORE_DRAIN
         assert labels == [LABELS[i % 2] for i in range(loop.sent)]
-    except BaseException:
-        if nginx is not None:
-            print(f"---- nginx log ----\n{nginx.log()}")
-        raise
-    finally:
-        if nginx is not None:
-            nginx.stop()
-        for replica in replicas:
-            replica.stop()

@@ -13,7 +13,7 @@ import pytest
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from tests.scrape import sample, scrape, settled_scrape
+from tests.scrape import idle_scrape, sample, scrape
 from tests.support import ServerProcess
 
 TEXTS = [
@@ -101,7 +101,7 @@ def test_undecodable_bytes_get_an_error_response_and_the_stream_goes_on(server: 
 def test_the_request_id_is_echoed_and_the_stream_counted_as_one_call(
     server: ServerProcess, stub: pb_grpc.SentimentServiceStub
 ) -> None:
-    before = settled_scrape(server)
+    before = idle_scrape(server)
     call = stub.StreamPredict(iter([message(t, id=str(i)) for i, t in enumerate(TEXTS)]), timeout=30,
                               metadata=[("x-request-id", "stream-predict-test-1")])
     assert len(list(call)) == len(TEXTS)

@@ -15,7 +15,7 @@ import pytest
 
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from tests.scrape import sample, scrape, settled_scrape
+from tests.scrape import idle_scrape, sample, scrape
 from tests.support import ServerProcess, write_untrained_checkpoint
 
 NO_RETRY = [("grpc.enable_retries", 0)]
@@ -261,7 +261,7 @@ def test_an_idle_stream_ends_with_deadline_exceeded_naming_the_flag(stub) -> Non
 
 def test_stream_metrics_move(tiny_server, stub) -> None:
     labels = {"model": "tiny-lstm"}
-    before = settled_scrape(tiny_server)
+    before = idle_scrape(tiny_server)
     stream_text(stub, ["a good ", "film"], model="tiny-lstm")  # 2 chunks and the final; 3 tokens
     chunks = sample(before, "rnn_sentiment_stream_chunks_total", **labels) + 3
     wait_for_metric(tiny_server, "rnn_sentiment_stream_chunks_total", chunks, **labels)
@@ -270,7 +270,7 @@ def test_stream_metrics_move(tiny_server, stub) -> None:
         sample(before, "rnn_sentiment_stream_tokens_total", **labels) + 3)
     assert sample(after, "rnn_sentiment_stream_update_seconds_count", **labels) == (
         sample(before, "rnn_sentiment_stream_update_seconds_count", **labels) + 3)
-    deadline = time.monotonic() + 10  # RPC counters reach /metrics at the metric buffer's next flush
+    deadline = time.monotonic() + 10  # the call ends on the server a moment after its last answer
     while sample(scrape(tiny_server), "grpc_server_handled_total", grpc_method="StreamSentiment", grpc_code="OK") == 0:
         assert time.monotonic() < deadline, "the stream was never counted as a handled call"
         time.sleep(0.05)

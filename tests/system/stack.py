@@ -11,13 +11,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
+from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 import pytest
 
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, ServerProcess, free_port
 
 DEPLOY = REPO_ROOT / "deploy"
 RENDER_ADDRESSES = DEPLOY / "render-addresses.sh"
@@ -184,3 +185,58 @@ def run(command: list[str], timeout: float, env: Mapping[str, str] | None = None
         output = (result.stdout + result.stderr)[-6000:]
         pytest.fail(f"`{' '.join(command)}` exited {result.returncode}:\n{output}")
     return result
+
+
+def start_nginx(workdir: Path, lb_address: str, upstreams: Sequence[str]) -> BackgroundProcess:
+    """The committed deploy/nginx config, listening on `lb_address` in front of `upstreams` (one
+    address per replica of the compose defaults), run in the foreground under `workdir`."""
+    nginx_path = require_commands("nginx")["nginx"]
+    nginx_dir = render_config(DEPLOY / "nginx", workdir / "nginx", {
+        DEFAULT_LB: lb_address, **dict(zip(DEFAULT_REPLICAS, upstreams, strict=True))})
+    nginx_dir.chmod(0o755)  # workers run as another user when the master is root
+    return BackgroundProcess(
+        [nginx_path, "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
+         "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
+        log_path=workdir / "nginx.log",
+    ).start()
+
+
+@dataclass
+class BalancedReplicas:
+    """Two serving replicas behind nginx. A test may replace an entry of `replicas` (a restart
+    on the same ports); whatever the list holds at the end is stopped."""
+
+    lb_address: str
+    replicas: list[ServerProcess]
+    nginx: BackgroundProcess
+
+
+@contextmanager
+def nginx_over_two_replicas(workdir: Path, replica_args: Sequence[str]) -> Iterator[BalancedReplicas]:
+    """Two `rnn-sentiment serve` replicas started with `replica_args`, nginx in front of them,
+    serving through the balancer when entered. On a failure the logs are printed; at the end nginx
+    and every replica are stopped (a replica the test stopped already is left as it is)."""
+    require_commands("nginx")  # skip before starting anything
+    replicas = [ServerProcess(extra_args=list(replica_args)).start(wait=False) for _ in DEFAULT_REPLICAS]
+    nginx: BackgroundProcess | None = None
+    try:
+        for replica in replicas:
+            replica.wait_until_serving(timeout=120)
+        lb_address = f"127.0.0.1:{free_port()}"
+        nginx = start_nginx(workdir, lb_address, [replica.target for replica in replicas])
+        from rnn_sentiment.client import SentimentClient
+
+        with SentimentClient(lb_address, timeout=10) as probe:
+            probe.wait_until_serving(timeout=30)
+        yield BalancedReplicas(lb_address, replicas, nginx)
+    except BaseException:
+        if nginx is not None:
+            print(f"---- nginx log ----\n{nginx.log()}")
+        for replica in replicas:
+            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
+        raise
+    finally:
+        if nginx is not None:
+            nginx.stop()
+        for replica in replicas:
+            replica.stop()

@@ -14,7 +14,7 @@ import pytest
 
 from rnn_sentiment.client import SentimentClient, SentimentError
 from tests.support import ServerProcess, free_port
-from tests.system.stack import DEFAULT_LB, DEFAULT_REPLICAS, DEPLOY, BackgroundProcess, Phases, render_config, require_commands
+from tests.system.stack import DEFAULT_REPLICAS, Phases, nginx_over_two_replicas, start_nginx
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -58,57 +58,29 @@ class LoopingClient:
 
 
 def test_rolling_restart_behind_nginx_loses_no_call(tmp_path: Path) -> None:
-    tools = require_commands("nginx")
-    replicas = [ServerProcess(extra_args=REPLICA_ARGS) for _ in range(2)]
-    lb_address = f"127.0.0.1:{free_port()}"
-    nginx = client = None
     phases = Phases("rolling restart")
-    try:
-        for replica in replicas:
-            replica.start(wait=False)
-        for replica in replicas:
-            replica.wait_until_serving(timeout=120)
-        nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {
-            DEFAULT_LB: lb_address,
-            **{default: replica.target for default, replica in zip(DEFAULT_REPLICAS, replicas)},
-        })
-        nginx_dir.chmod(0o755)  # workers run as another user when the master is root
-        nginx = BackgroundProcess(
-            [tools["nginx"], "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
-             "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
-            log_path=tmp_path / "nginx.log",
-        ).start()
-        with SentimentClient(lb_address, timeout=10) as probe:
-            probe.wait_until_serving(timeout=30)
+    client = None
+    with nginx_over_two_replicas(tmp_path, REPLICA_ARGS) as stack:
+        replicas = stack.replicas
         phases.done("two replicas and nginx up")
-
-        client = LoopingClient(lb_address).start()
-        client.wait_for_calls(CALLS_BETWEEN_RESTARTS)
-        for index, old in enumerate(replicas):
-            assert old.stop() == 0, old.log()  # SIGTERM: drain, with calls arriving through nginx
-            client.wait_for_calls(CALLS_BETWEEN_RESTARTS)  # served by the other replica meanwhile
-            replicas[index] = ServerProcess(extra_args=REPLICA_ARGS, port=old.port, metrics_port=old.metrics_port)
-            replicas[index].start(wait=False)
-            replicas[index].wait_until_serving(timeout=120)
+        try:
+            client = LoopingClient(stack.lb_address).start()
             client.wait_for_calls(CALLS_BETWEEN_RESTARTS)
-            phases.done(f"replica {index + 1} restarted")
-        client.stop()
-        print(f"\n[system] rolling restart: {client.ok} calls OK, {len(client.errors)} errors", end="")
-        assert client.errors == [], f"{len(client.errors)} errors reached the client: {client.errors[:10]}"
-        assert client.ok >= 5 * CALLS_BETWEEN_RESTARTS
-    except BaseException:
-        if nginx is not None:
-            print(f"---- nginx log ----\n{nginx.log()}")
-        for replica in replicas:
-            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
-        raise
-    finally:
-        if client is not None:
+            for index, old in enumerate(replicas):
+                assert old.stop() == 0, old.log()  # SIGTERM: drain, with calls arriving through nginx
+                client.wait_for_calls(CALLS_BETWEEN_RESTARTS)  # served by the other replica meanwhile
+                replicas[index] = ServerProcess(extra_args=REPLICA_ARGS, port=old.port, metrics_port=old.metrics_port)
+                replicas[index].start(wait=False)
+                replicas[index].wait_until_serving(timeout=120)
+                client.wait_for_calls(CALLS_BETWEEN_RESTARTS)
+                phases.done(f"replica {index + 1} restarted")
             client.stop()
-        if nginx is not None:
-            nginx.stop()
-        for replica in replicas:
-            replica.stop()
+            print(f"\n[system] rolling restart: {client.ok} calls OK, {len(client.errors)} errors", end="")
+            assert client.errors == [], f"{len(client.errors)} errors reached the client: {client.errors[:10]}"
+            assert client.ok >= 5 * CALLS_BETWEEN_RESTARTS
+        finally:
+            if client is not None:
+                client.stop()
 
 
 def test_no_replica_reachable_is_a_grpc_unavailable_not_an_http_502(tmp_path: Path) -> None:
@@ -119,16 +91,9 @@ def test_no_replica_reachable_is_a_grpc_unavailable_not_an_http_502(tmp_path: Pa
     from rnn_sentiment.v1 import sentiment_pb2 as pb
     from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
-    tools = require_commands("nginx")
     lb_address = f"127.0.0.1:{free_port()}"
     nowhere = [f"127.0.0.1:{free_port()}" for _ in DEFAULT_REPLICAS]  # nothing listens there
-    nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {DEFAULT_LB: lb_address, **dict(zip(DEFAULT_REPLICAS, nowhere))})
-    nginx_dir.chmod(0o755)
-    nginx = BackgroundProcess(
-        [tools["nginx"], "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
-         "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
-        log_path=tmp_path / "nginx.log",
-    ).start()
+    nginx = start_nginx(tmp_path, lb_address, nowhere)
     try:
         deadline = time.monotonic() + 30
         while True:  # until nginx listens: then the answer is its own, not a refused connection

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from rnn_sentiment.client import SentimentClient
-from tests.support import ServerProcess, free_port
-from tests.system.stack import DEFAULT_LB, DEFAULT_REPLICAS, DEPLOY, BackgroundProcess, render_config, require_commands
+from tests.support import ServerProcess
+from tests.system.stack import nginx_over_two_replicas
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -29,26 +29,9 @@ def open_streams(replica: ServerProcess) -> float:
 
 
 def test_draining_the_replica_of_an_open_stream_is_invisible_to_the_caller(tmp_path: Path) -> None:
-    tools = require_commands("nginx")
-    replicas = [ServerProcess(extra_args=REPLICA_ARGS) for _ in range(2)]
-    lb_address = f"127.0.0.1:{free_port()}"
-    nginx = None
-    try:
-        for replica in replicas:
-            replica.start(wait=False)
-        for replica in replicas:
-            replica.wait_until_serving(timeout=120)
-        nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {
-            DEFAULT_LB: lb_address,
-            **{default: replica.target for default, replica in zip(DEFAULT_REPLICAS, replicas)},
-        })
-        nginx_dir.chmod(0o755)  # workers run as another user when the master is root
-        nginx = BackgroundProcess(
-            [tools["nginx"], "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
-             "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
-            log_path=tmp_path / "nginx.log",
-        ).start()
-        with SentimentClient(lb_address, timeout=10) as client:
+    with nginx_over_two_replicas(tmp_path, REPLICA_ARGS) as stack:
+        replicas = stack.replicas
+        with SentimentClient(stack.lb_address, timeout=10) as client:
             client.wait_until_serving(timeout=30)
             expected = client.predict(TEXT).predictions[0]
             with client.stream() as stream:
@@ -67,14 +50,3 @@ def test_draining_the_replica_of_an_open_stream_is_invisible_to_the_caller(tmp_p
         assert final.prediction.probabilities == pytest.approx(expected.probabilities, abs=1e-5)
         assert final.prediction.token_count == expected.token_count
         assert survivor.process is not None and survivor.process.poll() is None
-    except BaseException:
-        if nginx is not None:
-            print(f"---- nginx log ----\n{nginx.log()}")
-        for replica in replicas:
-            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
-        raise
-    finally:
-        if nginx is not None:
-            nginx.stop()
-        for replica in replicas:
-            replica.stop()

@@ -109,3 +109,29 @@ def test_server_metrics_buffer_the_per_request_series() -> None:
     assert metrics.registry.get_sample_value("rnn_sentiment_queue_depth", {"model": "sst2-gru"}) == 3
     # The same model served again (a hot reload) shares the buffers, so nothing is lost between them.
     assert metrics.for_model("sst2-gru", ["negative", "positive"]).predictions["positive"] is model.predictions["positive"]
+
+
+def test_collecting_a_servers_registry_flushes_the_buffer_on_its_loop() -> None:
+    """A render off the loop (the /metrics endpoint's thread) hands the flush to the loop, and one
+    on the loop flushes at once: either way the exposition holds every update made before it."""
+    async def scenario() -> tuple[float | None, float | None]:
+        metrics = ServerMetrics.create()  # on the loop, as bind_server makes it
+        positive = metrics.for_model("sst2-gru", ["negative", "positive"]).predictions["positive"]
+        labels = {"model": "sst2-gru", "label": "positive"}
+        positive.inc()
+        from_thread = await asyncio.get_running_loop().run_in_executor(
+            None, metrics.registry.get_sample_value, "rnn_sentiment_predictions_total", labels)
+        positive.inc()
+        on_loop = metrics.registry.get_sample_value("rnn_sentiment_predictions_total", labels)
+        return from_thread, on_loop
+
+    assert asyncio.run(scenario()) == (1, 2)
+
+
+def test_a_render_after_the_loop_closed_does_not_wait_for_it() -> None:
+    async def make() -> ServerMetrics:
+        return ServerMetrics.create()
+
+    metrics = asyncio.run(make())  # the loop is closed once this returns
+    metrics.for_model("sst2-gru", ["negative", "positive"]).predictions["positive"].inc()
+    assert b"rnn_sentiment_predictions_total" in generate_latest(metrics.registry)
