@@ -57,19 +57,26 @@ class RunResult:
     largest_worker_rss_mb: float = 0.0
     server_cpu_cores: float = 0.0
     server_cpu_us_per_update: float = 0.0  # CPU time (all server processes) per update answered
+    # The clients share the machine with the server: what they took, and how late they sent.
+    client_cpu_cores: float = 0.0  # CPU time of the client processes (all their threads) per second
+    offered_updates_per_s: float = 0.0  # what the schedule asks: streams / interval (+ each stream's final)
+    send_lag_p99_ms: float = 0.0  # a word's send after its tick: a late client or an unanswered previous word
 
 
 async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: float, stop_at: float,
-                      words_per_stream: int, latencies: list[float], result: RunResult) -> None:
+                      words_per_stream: int, latencies: list[float], lags: list[float], result: RunResult) -> None:
     rng = random.Random(index)
     position = rng.randrange(len(WORDS))
     await asyncio.sleep(rng.random() * interval)  # spread the streams' ticks over the interval
-    next_tick = time.monotonic()
+    next_tick = time.monotonic() - interval
     while time.monotonic() < stop_at:
         call = stub.StreamSentiment()
         try:
             for _ in range(words_per_stream):
                 next_tick += interval
+                # A word waits for the previous one's answer (one stream reads in order); when that
+                # or this loop runs late, the word goes out late and the lag shows how late.
+                lags.append(time.monotonic() - next_tick)
                 sent = time.perf_counter()
                 result.sent += 1
                 await call.write(pb.StreamSentimentRequest(text=WORDS[position % len(WORDS)] + " "))
@@ -110,22 +117,29 @@ class ClientShare:
     errors: int = 0
     error_codes: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    lags: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # the client process's CPU time over its streams
 
 
 async def _client_share(target: str, first: int, streams: int, seconds: float, interval: float, channels: int,
                         words_per_stream: int) -> ClientShare:
     share = RunResult(streams, seconds, interval)
     latencies: list[float] = []
-    # Several connections: the kernel spreads connections (not streams) over the workers.
-    opened = [aio.insecure_channel(target) for _ in range(channels)]
+    lags: list[float] = []
+    cpu = time.process_time()
+    # Several connections: the kernel spreads connections (not streams) over the workers. Channels
+    # to one target share one connection through gRPC's global subchannel pool: each needs its own
+    # pool, or a client process opens one connection and its streams all land on one worker.
+    opened = [aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)]
     try:
         stubs = [pb_grpc.SentimentServiceStub(c) for c in opened]
         stop_at = time.monotonic() + seconds
         await asyncio.gather(*(_one_stream(stubs[i % channels], first + i, interval, stop_at, words_per_stream,
-                                           latencies, share) for i in range(streams)))
+                                           latencies, lags, share) for i in range(streams)))
     finally:
         await asyncio.gather(*(c.close() for c in opened))
-    return ClientShare(share.sent, share.answered, share.errors, share.error_codes, latencies)
+    return ClientShare(share.sent, share.answered, share.errors, share.error_codes, latencies, lags,
+                       time.process_time() - cpu)
 
 
 def _run_client_share(arguments: tuple) -> ClientShare:
@@ -149,7 +163,11 @@ def run_streams(target: str, streams: int, seconds: float, interval: float, chan
     elapsed = time.monotonic() - started
     tree = sample_tree(server_pid)
     latencies: list[float] = []
+    lags: list[float] = []
+    client_cpu = 0.0
     for share in shares:
+        lags += share.lags
+        client_cpu += share.cpu_seconds
         result.sent += share.sent
         result.answered += share.answered
         result.errors += share.errors
@@ -159,6 +177,10 @@ def run_streams(target: str, streams: int, seconds: float, interval: float, chan
     result.updates_per_s = round(result.answered / seconds, 1)
     result.server_cpu_cores = round((tree.cpu_seconds - cpu_before) / elapsed, 2)
     result.server_cpu_us_per_update = round((tree.cpu_seconds - cpu_before) / max(1, result.answered) * 1e6, 1)
+    result.client_cpu_cores = round(client_cpu / elapsed, 2)
+    result.offered_updates_per_s = round(streams / interval * (1 + 1 / words_per_stream), 1)
+    if lags:
+        result.send_lag_p99_ms = round(sorted(lags)[min(len(lags) - 1, int(len(lags) * 0.99))] * 1000, 2)
     result.server_rss_mb = round(tree.rss_bytes / 2**20, 1)
     result.largest_worker_rss_mb = round(tree.max_rss_bytes / 2**20, 1)
     if latencies:
@@ -195,19 +217,24 @@ def start_server(workers: int, max_streams: int, work_dir: Path) -> tuple[Server
 def markdown(document: dict) -> str:
     rows = [[r["streams"], r["seconds"], r["sent"], r["answered"], r["errors"], r["updates_per_s"], r["p50_ms"],
              r["p99_ms"], r["max_ms"], r["server_cpu_cores"], r["server_cpu_us_per_update"], r["server_rss_mb"],
-             r["largest_worker_rss_mb"]]
+             r["largest_worker_rss_mb"], r.get("client_cpu_cores", ""), r.get("offered_updates_per_s", ""),
+             r.get("send_lag_p99_ms", "")]
             for r in document["runs"]]
     table = markdown_table(["streams", "seconds", "updates sent", "answered", "failed streams", "updates/s",
                             "p50 ms", "p99 ms", "max ms", "server CPU cores", "server CPU µs/update", "server RSS MB",
-                            "largest process RSS MB"], rows)
+                            "largest process RSS MB", "client CPU cores", "offered updates/s",
+                            "send lag p99 ms"], rows)
     largest = document["largest_within_p99"]
     return (f"# StreamSentiment at scale\n\n`{document['command']}`\n\n"
             f"Each stream sends one word every {document['interval_s']} s to `--workers {document['workers']}` "
             f"(the shipped GRU), over {document['channels']} connections from {document['client_processes']} "
             f"asyncio client processes on the same machine ({document['machine'].get('nproc', '?')} CPUs, load "
             f"average {document['machine'].get('loadavg_at_start', 0):.1f} at the start). Latency: a word's send to "
-            f"its answer, at the client. Server RSS: every process of the server (supervisor and workers), at the "
-            f"end of the run; before any stream: {document['idle_rss_mb']} MB.\n\n"
+            f"its answer, at the client; a stream sends its next word only after the answer, so a slow "
+            f"answer delays the next send: send lag is how late a word went out after its tick, and updates/s "
+            f"below the offered rate is the shortfall. The clients' own CPU is on the same cores. Server RSS: "
+            f"every process of the server (supervisor and workers), at the end of the run; before any stream: "
+            f"{document['idle_rss_mb']} MB.\n\n"
             f"{table}\n\nLargest stream count with p99 ≤ {document['p99_target_ms']} ms: "
             f"**{largest if largest is not None else 'none of those tried'}**.\n")
 
@@ -229,7 +256,9 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
                                  args.words_per_stream, server.pid, args.client_processes)
             print(f"  {count:>5} streams {seconds:>4.0f} s: {result.answered}/{result.sent} answered, "
                   f"{result.errors} failed streams, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
-                  f"{result.updates_per_s:,.0f} updates/s, server {result.server_cpu_cores} cores, "
+                  f"{result.updates_per_s:,.0f}/{result.offered_updates_per_s:,.0f} updates/s, send lag p99 "
+                  f"{result.send_lag_p99_ms} ms, server {result.server_cpu_cores} cores "
+                  f"({result.server_cpu_us_per_update} µs/update), clients {result.client_cpu_cores} cores, "
                   f"RSS {result.server_rss_mb} MB", flush=True)
             runs.append(result)
             time.sleep(1.0)  # streams from one run end before the next opens its own

@@ -121,7 +121,8 @@ class StreamSentimentService:
         stepper = await asyncio.to_thread(make_stream_stepper, served.loaded, executor.backend, executor.threads,
                                           served.max_tokens, executor.onnx_max_batch)
         log.info("model %s %s: streams run on %s", served.name, served.loaded.version, stepper.description)
-        model_seconds = served.metrics.model_seconds.labels(served.name, "stream")
+        metrics = served.metrics
+        model_seconds = metrics.buffer.histogram(metrics.model_seconds.labels(served.name, "stream"))
         return StreamBatcher(stepper, served.model_thread, model_seconds)
 
 
@@ -148,10 +149,13 @@ class _Stream:
         self._tail: collections.deque[str] | None = collections.deque(maxlen=tail) if tail else None
         self._head_state: StreamState | None = (
             self.state if self._tail is not None and not self.limit.head_tokens else None)
+        # Buffered (server/metric_buffer.py), as Predict's series are: every update touches these,
+        # and a prometheus_client update is a lock and a memory-mapped write under --workers N.
         metrics = served.metrics
-        self._chunks = metrics.stream_chunks.labels(served.name)
-        self._tokens = metrics.stream_tokens.labels(served.name)
-        self._update_seconds = metrics.stream_update_seconds.labels(served.name)
+        buffer = metrics.buffer
+        self._chunks = buffer.counter(metrics.stream_chunks.labels(served.name))
+        self._tokens = buffer.counter(metrics.stream_tokens.labels(served.name))
+        self._update_seconds = buffer.histogram(metrics.stream_update_seconds.labels(served.name))
 
     async def answer(self, message: pb.StreamSentimentRequest, received: float) -> pb.StreamSentimentResponse:
         if message.model and message.model != self.served.name:

@@ -42,33 +42,74 @@ class StreamSession:
     model: str = ""  # set by bind_model once the first message has chosen it
     nbytes: int = 0  # what its state holds (StreamState.nbytes() and held text), for the gauge
     end_reason: ServiceError | None = None  # set by the registry: the status the stream ends with
-    _reading: asyncio.Timeout | None = field(default=None, repr=False)  # set while waiting for a message
+    # The idle timer is one timer handle per idle period, re-armed when it finds the stream active,
+    # not an asyncio.timeout per message: that costs a timer and a context per chunk, on every
+    # update of every stream.
+    _task: asyncio.Task | None = field(default=None, repr=False)  # the stream's handler, which a wait runs in
+    _waiting: bool = field(default=False, repr=False)  # True while next_message waits for a message
+    _wait_started: float = field(default=0.0, repr=False)  # loop time the current (or last) wait began
+    _idle_seconds: float = field(default=0.0, repr=False)
+    _timer: asyncio.TimerHandle | None = field(default=None, repr=False)
+    _interrupted: ServiceError | None = field(default=None, repr=False)  # why the wait was cancelled
 
     async def next_message(self, messages: AsyncIterator[T], idle_seconds: float) -> T | None:
         """The next message, None at half-close; raises the ServiceError that ends the stream
         when it has been idle for `idle_seconds` or the registry ended it meanwhile."""
         if self.end_reason is not None:
             raise self.end_reason
+        loop = asyncio.get_running_loop()
+        if self._task is None:
+            self._task = asyncio.current_task()
+        self._wait_started = loop.time()
+        self._idle_seconds = idle_seconds
+        if idle_seconds and self._timer is None:
+            self._timer = loop.call_at(self._wait_started + idle_seconds, self._check_idle)
+        self._waiting = True
         try:
-            async with asyncio.timeout(idle_seconds or None) as reading:
-                self._reading = reading
-                try:
-                    return await anext(messages)
-                except StopAsyncIteration:
-                    return None
-                finally:
-                    self._reading = None
-        except TimeoutError:
-            if self.end_reason is not None:
-                raise self.end_reason from None
-            raise idle_timeout(idle_seconds) from None
+            return await anext(messages)
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            reason = self._interrupted
+            self._interrupted = None
+            # Ours alone (no other cancel pending, e.g. the caller's): the stream ends with a status.
+            if reason is not None and self._task is not None and self._task.uncancel() == 0:
+                raise (self.end_reason or reason) from None
+            raise
+        finally:
+            self._waiting = False
 
     def end(self, reason: ServiceError) -> None:
         """End this stream with `reason`: at once when it waits for a message, else before its next."""
         if self.end_reason is None:
             self.end_reason = reason
-        if self._reading is not None:
-            self._reading.reschedule(asyncio.get_running_loop().time())
+        if self._waiting:
+            self._interrupt(self.end_reason)
+
+    def close(self) -> None:
+        """The stream is over: its idle timer goes."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._task = None
+
+    def _check_idle(self) -> None:
+        self._timer = None
+        if not self._idle_seconds or self._task is None:
+            return
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        due = self._wait_started + self._idle_seconds
+        if self._waiting and now >= due:
+            self._interrupt(idle_timeout(self._idle_seconds))
+            return
+        # Answering a message: the next wait starts later than now, so it cannot be due before now + idle.
+        self._timer = loop.call_at(due if self._waiting else now + self._idle_seconds, self._check_idle)
+
+    def _interrupt(self, reason: ServiceError) -> None:
+        if self._interrupted is None and self._task is not None:
+            self._interrupted = reason
+            self._task.cancel()
 
 
 def idle_timeout(idle_seconds: float) -> ServiceError:
@@ -106,6 +147,7 @@ class StreamRegistry:
         try:
             yield session
         finally:
+            session.close()
             self._open.discard(session)
             if session.model:
                 self.set_bytes(session, 0)

@@ -43,12 +43,15 @@ def stepper(tmp_path_factory: pytest.TempPathFactory) -> StreamStepper:
     return make_stream_stepper(load_checkpoint(directory), "torch", 1)
 
 
-def make_batcher(stepper: StreamStepper, max_batch: int = 256) -> tuple[StreamBatcher, RecordingStepper, ModelThread]:
+def make_batcher(stepper: StreamStepper, max_batch: int = 256,
+                 gather_seconds: float = 0.0) -> tuple[StreamBatcher, RecordingStepper, ModelThread]:
     metrics = ServerMetrics.create()
     recording = RecordingStepper(stepper)
     thread = ModelThread("test-model")
-    histogram = metrics.model_seconds.labels("tiny", "stream")
-    return StreamBatcher(recording, thread, histogram, max_batch=max_batch), recording, thread  # type: ignore[arg-type]
+    histogram = metrics.buffer.histogram(metrics.model_seconds.labels("tiny", "stream"))
+    batcher = StreamBatcher(recording, thread, histogram, max_batch=max_batch,  # type: ignore[arg-type]
+                            gather_seconds=gather_seconds)
+    return batcher, recording, thread
 
 
 @pytest.mark.parametrize("max_batch, expected_calls", [(256, [len(WORDS)]), (4, [4, 2])])
@@ -68,6 +71,45 @@ def test_chunks_ready_together_advance_in_one_model_thread_call(stepper, max_bat
         ((alone_state, alone), ) = stepper.advance([stepper.start()], [words], [False])
         assert result.prediction.probabilities == pytest.approx(alone.prediction.probabilities, abs=1e-6)
         assert state.tokens_read == len(words)
+
+
+def test_chunks_arriving_within_the_gather_window_share_one_call(stepper) -> None:
+    # Streams' words arrive spread over time, not in one loop turn: without the window each of
+    # these would be a model-thread call of its own.
+    batcher, recording, thread = make_batcher(stepper, gather_seconds=0.5)
+
+    async def main():
+        start = batcher.start_state()
+        first = asyncio.ensure_future(batcher.advance(start, ["a"], False))
+        for _ in range(5):  # a few loop turns later
+            await asyncio.sleep(0)
+        second = asyncio.ensure_future(batcher.advance(start, ["good"], False))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        third = asyncio.ensure_future(batcher.advance(start, ["film"], False))
+        return await asyncio.gather(first, second, third)
+
+    try:
+        answers = asyncio.run(main())
+    finally:
+        thread.shutdown()
+    assert recording.calls == [3]
+    assert [state.tokens_read for state, _ in answers] == [1, 1, 1]
+
+
+def test_a_full_batch_does_not_wait_out_the_gather_window(stepper) -> None:
+    batcher, recording, thread = make_batcher(stepper, max_batch=4, gather_seconds=3600.0)
+
+    async def main():
+        start = batcher.start_state()
+        # wait_for gives up long before the window would end: only a batch that does not wait passes
+        return await asyncio.wait_for(asyncio.gather(*(batcher.advance(start, ["a"], False) for _ in range(4))), 60)
+
+    try:
+        asyncio.run(main())
+    finally:
+        thread.shutdown()
+    assert recording.calls == [4]
 
 
 def test_a_cancelled_chunk_does_not_stop_the_others(stepper) -> None:
@@ -136,3 +178,44 @@ def test_a_batcher_does_not_keep_a_retired_model_thread_alive(stepper) -> None:
     gc.collect()
     assert retired() is None
     assert batcher.stepper is not None
+
+
+async def _every(seconds: float, count: int) -> AsyncIterator[str]:
+    for index in range(count):
+        await asyncio.sleep(seconds)
+        yield str(index)
+
+
+def test_a_stream_that_keeps_sending_outlives_its_idle_timeout_and_frees_its_timer() -> None:
+    # One idle timer per session is re-armed while messages keep coming: only a silent wait ends it.
+    registry = StreamRegistry(StreamLimits(max_streams=2), ServerMetrics.create())
+
+    async def main() -> tuple[list[str | None], object]:
+        received: list[str | None] = []
+        with registry.session() as session:
+            messages = _every(0.05, 30)  # 1.5 s in all, against an idle timeout of 0.5 s
+            while (message := await session.next_message(messages, 0.5)) is not None:
+                received.append(message)
+        return received, session._timer
+
+    received, timer = asyncio.run(main())
+    assert received == [str(i) for i in range(30)]
+    assert timer is None  # leaving the registry cancelled it
+
+
+def test_a_caller_cancelling_a_waiting_stream_is_a_cancel_not_an_idle_end() -> None:
+    registry = StreamRegistry(StreamLimits(max_streams=2), ServerMetrics.create())
+
+    async def main() -> None:
+        async def wait() -> None:
+            with registry.session() as session:
+                await session.next_message(_silent(), 60)
+
+        waiting = asyncio.ensure_future(wait())
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+
+    asyncio.run(main())
+    assert registry.open_count == 0
