@@ -203,8 +203,8 @@ def build_onnx_recurrence(network: SentimentRNN) -> onnx.ModelProto:
     states, as a checked ONNX model. Inputs: Predict's graph's (ids, lengths >= 1, any n-grams) plus
     initial_h_input(layer) [1, B, H] per layer (and initial_c_input for LSTM); outputs: the top layer's
     step states layer_states_output(top) [T, 1, B, H] and final_h_output(layer) [1, B, H] per layer
-    (final_c_output for LSTM). The pooling and classifier run on torch from a running carry
-    (model/pooling.py), since they must go on from the chunks before."""
+    (final_c_output for LSTM). The pooling and classifier run outside the graph from a running carry
+    (model/pooling.py, on numpy or torch: model/streaming.py), since they must go on from the chunks before."""
     config = network.config
     if config.bidirectional:
         raise ValueError("a stream's step needs a unidirectional network: a backward state depends on the words not yet sent")

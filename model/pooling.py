@@ -13,6 +13,8 @@ Every form the code needs comes from that one definition:
     advance(empty_carry(...), outputs, lengths)   the batch form (Predict: `pool`)
     advance(..., steps=True)                       every prefix's pooled vector (Trace: `pool_prefixes`)
     advance(carry, chunk, ...) then read(carry)    a stream that receives its text in chunks
+    advance_arrays(...)                            the same running form on numpy arrays (a stream's
+                                                   small batches, where torch's cost per op dominates)
 
 and each pooling's ONNX nodes sit beside its torch form in the same table (`POOLINGS_BY_NAME`), so a
 new pooling is one class here.
@@ -33,12 +35,41 @@ import torch
 from torch import Tensor
 
 __all__ = ["ScoresFn", "PoolCarry", "Pooling", "POOLINGS_BY_NAME", "OnnxPoolingInputs",
-           "empty_carry", "advance", "read", "pool", "pool_prefixes", "stack_carries"]
+           "empty_carry", "advance", "advance_arrays", "read", "pool", "pool_prefixes", "stack_carries"]
 
 # Attention's raw score per step: outputs [B, T, H] -> scores [B, T] (calling the network's AdditiveAttention).
 ScoresFn = Callable[[Tensor], Tensor]
 
 _NEG_INF = float("-inf")
+
+Array = Any  # a torch Tensor or a numpy ndarray: the running form is written once over both
+
+
+class _Ops:
+    """The few array operations the running form uses, under one spelling for torch and numpy: each
+    pooling's chunk update and read are written once over these, so the numpy form a stream's small
+    batches run on (advance_arrays: no torch per-op cost) is the same definition as torch's."""
+
+    def __init__(self, xp: Any) -> None:
+        self.xp = xp
+        self.where, self.maximum, self.exp, self.isneginf = xp.where, xp.maximum, xp.exp, xp.isneginf
+
+    def sum(self, values: Array, axis: int) -> Array:
+        return self.xp.sum(values, axis=axis)
+
+    def amax(self, values: Array, axis: int) -> Array:
+        return self.xp.amax(values, axis=axis)
+
+    def arange(self, count: int, like: Array) -> Array:
+        return torch.arange(count, device=like.device) if self.xp is torch else np.arange(count)
+
+    def cast(self, values: Array, like: Array) -> Array:
+        """values in like's dtype."""
+        return values.to(like.dtype) if self.xp is torch else values.astype(like.dtype)
+
+
+_TORCH = _Ops(torch)
+_NUMPY = _Ops(np)
 
 
 @dataclass(frozen=True)
@@ -114,15 +145,21 @@ class Pooling:
 
     def read(self, carry: PoolCarry) -> Tensor:
         """The pooled vector [B, H]; zeros for a row that has read nothing."""
+        return self.pooled(_TORCH, carry.tensors(), carry.count)
+
+    def chunk(self, ops: _Ops, fields: dict[str, Array], outputs: Array, mask: Array, lengths: Array,
+              scores: Array | None) -> dict[str, Array]:
+        """The running form, once for torch and numpy: new carry fields (count excluded) after outputs
+        [B, T, H] (mask [B, T], lengths [B]); scores [B, T]: attention's raw scores, else None."""
+        raise NotImplementedError
+
+    def pooled(self, ops: _Ops, fields: dict[str, Array], count: Array) -> Array:
+        """The pooled vector [B, H] of carry fields after `count` [B] outputs; zeros where count is 0."""
         raise NotImplementedError
 
     def onnx_nodes(self, graph: OnnxGraph, inputs: OnnxPoolingInputs) -> str:
         """This pooling as ONNX nodes over a whole padded batch: the pooled vector [B, D*H]."""
         raise NotImplementedError
-
-
-def _zeros_where_empty(pooled: Tensor, count: Tensor) -> Tensor:
-    return torch.where((count > 0).unsqueeze(-1), pooled, torch.zeros((), dtype=pooled.dtype, device=pooled.device))
 
 
 class _Last(Pooling):
@@ -133,23 +170,26 @@ class _Last(Pooling):
     def start(self, batch, size, dtype, device):
         return {"last": torch.zeros(batch, size, dtype=dtype, device=device)}
 
+    def chunk(self, ops, fields, outputs, mask, lengths, scores):
+        end = ops.where(lengths > 0, lengths - 1, 0)  # [B] index of each row's last real step
+        latest = outputs[ops.arange(len(end), outputs), end]  # [B, H]
+        return {"last": ops.where((lengths > 0)[:, None], latest, fields["last"])}  # [B, H]
+
+    def pooled(self, ops, fields, count):
+        return fields["last"]
+
     def advance(self, carry, outputs, mask, lengths, scores_fn, steps):
         assert carry.last is not None
-        batch, length = mask.shape
+        length = mask.shape[1]
         end = (lengths.to(outputs.device) - 1).clamp(min=0)  # [B] index of each row's last real step
-        latest = outputs[torch.arange(batch, device=outputs.device), end]  # [B, H]
-        last = torch.where((lengths.to(outputs.device) > 0).unsqueeze(-1), latest, carry.last)  # [B, H]
+        fields = self.chunk(_TORCH, carry.tensors(), outputs, mask, lengths.to(outputs.device), None)
         per_step = None
         if steps:
             positions = torch.arange(length, device=outputs.device).unsqueeze(0)  # [1, T]
             held = torch.minimum(positions, end.unsqueeze(-1))  # [B, T] past a row's end: its end
             per_step = outputs.gather(1, held.unsqueeze(-1).expand(-1, -1, outputs.shape[-1]))  # [B, T, H]
             per_step = torch.where((lengths.to(outputs.device) > 0).view(-1, 1, 1), per_step, carry.last.unsqueeze(1))
-        return {"last": last}, per_step
-
-    def read(self, carry):
-        assert carry.last is not None
-        return carry.last
+        return fields, per_step
 
     def onnx_nodes(self, graph, inputs):
         return inputs.ends
@@ -163,20 +203,24 @@ class _Mean(Pooling):
     def start(self, batch, size, dtype, device):
         return {"total": torch.zeros(batch, size, dtype=dtype, device=device)}
 
+    def chunk(self, ops, fields, outputs, mask, lengths, scores):
+        masked = ops.where(mask[:, :, None], outputs, 0.0)  # [B, T, H] padding adds nothing
+        return {"total": fields["total"] + ops.sum(masked, axis=1)}  # [B, H]
+
+    def pooled(self, ops, fields, count):
+        total = fields["total"]
+        return total / ops.cast(ops.where(count > 0, count, 1), total)[:, None]  # [B, H] empty: 0 / 1
+
     def advance(self, carry, outputs, mask, lengths, scores_fn, steps):
         assert carry.total is not None
-        masked = outputs.masked_fill(~mask.unsqueeze(-1), 0.0)  # [B, T, H] padding adds nothing
-        total = carry.total + masked.sum(dim=1)  # [B, H]
+        fields = self.chunk(_TORCH, carry.tensors(), outputs, mask, lengths, None)
         per_step = None
         if steps:
+            masked = outputs.masked_fill(~mask.unsqueeze(-1), 0.0)  # [B, T, H]
             running = carry.total.unsqueeze(1) + masked.cumsum(dim=1)  # [B, T, H]
             counts = carry.count.unsqueeze(-1) + mask.cumsum(dim=1)  # [B, T]
             per_step = running / counts.clamp(min=1).to(outputs.dtype).unsqueeze(-1)  # [B, T, H]
-        return {"total": total}, per_step
-
-    def read(self, carry):
-        assert carry.total is not None
-        return carry.total / carry.count.clamp(min=1).to(carry.total.dtype).unsqueeze(-1)  # [B, H] empty: 0 / 1
+        return fields, per_step
 
     def onnx_nodes(self, graph, inputs):
         # Padded steps must count as zero whatever the runtime leaves in Y there.
@@ -194,18 +238,23 @@ class _Max(Pooling):
     def start(self, batch, size, dtype, device):
         return {"maximum": torch.full((batch, size), _NEG_INF, dtype=dtype, device=device)}
 
+    def chunk(self, ops, fields, outputs, mask, lengths, scores):
+        if not outputs.shape[1]:
+            return {"maximum": fields["maximum"]}
+        masked = ops.where(mask[:, :, None], outputs, _NEG_INF)  # [B, T, H] padding never wins
+        return {"maximum": ops.maximum(fields["maximum"], ops.amax(masked, axis=1))}  # [B, H]
+
+    def pooled(self, ops, fields, count):
+        return ops.where((count > 0)[:, None], fields["maximum"], 0.0)  # [B, H] empty: zeros, not -inf
+
     def advance(self, carry, outputs, mask, lengths, scores_fn, steps):
         assert carry.maximum is not None
-        masked = outputs.masked_fill(~mask.unsqueeze(-1), _NEG_INF)  # [B, T, H] padding never wins
-        maximum = torch.maximum(carry.maximum, masked.max(dim=1).values) if outputs.shape[1] else carry.maximum
+        fields = self.chunk(_TORCH, carry.tensors(), outputs, mask, lengths, None)
         per_step = None
         if steps:
+            masked = outputs.masked_fill(~mask.unsqueeze(-1), _NEG_INF)  # [B, T, H]
             per_step = torch.maximum(carry.maximum.unsqueeze(1), masked.cummax(dim=1).values)  # [B, T, H]
-        return {"maximum": maximum}, per_step
-
-    def read(self, carry):
-        assert carry.maximum is not None
-        return _zeros_where_empty(carry.maximum, carry.count)
+        return fields, per_step
 
     def onnx_nodes(self, graph, inputs):
         mask3 = graph.one("Unsqueeze", [inputs.mask, graph.constant("axis_last", np.array([-1], dtype=np.int64))])
@@ -224,34 +273,40 @@ class _Attention(Pooling):
                 "score_sum": torch.zeros(batch, dtype=dtype, device=device),
                 "weighted": torch.zeros(batch, size, dtype=dtype, device=device)}
 
+    def chunk(self, ops, fields, outputs, mask, lengths, scores):
+        assert scores is not None
+        old_max = fields["score_max"]  # [B]
+        scores = ops.where(mask, scores, _NEG_INF)  # [B, T] padding never gets weight
+        score_max = ops.maximum(old_max, ops.amax(scores, axis=1)) if outputs.shape[1] else old_max  # [B]
+        rescale = _rescale(ops, old_max, score_max)  # [B] exp(m_old − m), 0 before any score
+        weights = _exp_below(ops, scores, score_max[:, None])  # [B, T] exp(s − m), 0 at padding
+        return {"score_max": score_max,
+                "score_sum": fields["score_sum"] * rescale + ops.sum(weights, axis=1),  # [B]
+                "weighted": fields["weighted"] * rescale[:, None] + (weights[:, None, :] @ outputs)[:, 0]}  # [B, H]
+
+    def pooled(self, ops, fields, count):
+        return _safe_divide(ops, fields["weighted"], fields["score_sum"][:, None])  # [B, H]
+
     def advance(self, carry, outputs, mask, lengths, scores_fn, steps):
         assert carry.score_max is not None and carry.score_sum is not None and carry.weighted is not None
         if scores_fn is None:
             raise ValueError("attention pooling needs the network's scores_fn (its AdditiveAttention)")
-        scores = scores_fn(outputs).masked_fill(~mask, _NEG_INF)  # [B, T] padding never gets weight
-        chunk_max = scores.max(dim=1).values if outputs.shape[1] else carry.score_max  # [B]
-        score_max = torch.maximum(carry.score_max, chunk_max)  # [B]
-        rescale = _rescale(carry.score_max, score_max)  # [B] exp(m_old − m), 0 before any score
-        weights = _exp_below(scores, score_max.unsqueeze(-1))  # [B, T] exp(s − m), 0 at padding
-        score_sum = carry.score_sum * rescale + weights.sum(dim=1)  # [B]
-        weighted = carry.weighted * rescale.unsqueeze(-1) + torch.bmm(weights.unsqueeze(1), outputs).squeeze(1)
+        raw = scores_fn(outputs)  # [B, T]
+        fields = self.chunk(_TORCH, carry.tensors(), outputs, mask, lengths, raw)
         per_step = None
         if steps:
+            scores = raw.masked_fill(~mask, _NEG_INF)  # [B, T]
             # Prefix t's softmax runs over the carry plus steps 0..t with its own maximum m_t.
             step_max = torch.maximum(carry.score_max.unsqueeze(-1), scores.cummax(dim=1).values)  # [B, T]
             length = scores.shape[1]
             upto = torch.ones(length, length, dtype=torch.bool, device=scores.device).tril()  # [T, T] j <= t
             prefix_scores = scores.unsqueeze(1).masked_fill(~upto, _NEG_INF)  # [B, T, T] row t: steps j <= t
-            prefix_weights = _exp_below(prefix_scores, step_max.unsqueeze(-1))  # [B, T, T]
-            step_rescale = _rescale(carry.score_max.unsqueeze(-1), step_max)  # [B, T]
+            prefix_weights = _exp_below(_TORCH, prefix_scores, step_max.unsqueeze(-1))  # [B, T, T]
+            step_rescale = _rescale(_TORCH, carry.score_max.unsqueeze(-1), step_max)  # [B, T]
             sums = carry.score_sum.unsqueeze(-1) * step_rescale + prefix_weights.sum(dim=-1)  # [B, T]
             sums_h = carry.weighted.unsqueeze(1) * step_rescale.unsqueeze(-1) + torch.bmm(prefix_weights, outputs)
-            per_step = _safe_divide(sums_h, sums.unsqueeze(-1))  # [B, T, H]
-        return {"score_max": score_max, "score_sum": score_sum, "weighted": weighted}, per_step
-
-    def read(self, carry):
-        assert carry.score_sum is not None and carry.weighted is not None
-        return _safe_divide(carry.weighted, carry.score_sum.unsqueeze(-1))  # [B, H]
+            per_step = _safe_divide(_TORCH, sums_h, sums.unsqueeze(-1))  # [B, T, H]
+        return fields, per_step
 
     def onnx_nodes(self, graph, inputs):
         attention = inputs.attention
@@ -273,23 +328,20 @@ class _Attention(Pooling):
                                      graph.constant("axis1", np.array([1], dtype=np.int64))])  # [B, D*H]
 
 
-def _rescale(old_max: Tensor, new_max: Tensor) -> Tensor:
+def _rescale(ops: _Ops, old_max: Array, new_max: Array) -> Array:
     """exp(old − new), and 0 while old is -inf (nothing read: also where new is -inf, where exp gives NaN)."""
-    return torch.where(torch.isneginf(old_max), torch.zeros((), dtype=new_max.dtype, device=new_max.device),
-                       torch.exp(old_max - new_max))
+    return ops.where(ops.isneginf(old_max), 0.0, ops.exp(old_max - new_max))
 
 
-def _exp_below(scores: Tensor, maximum: Tensor) -> Tensor:
+def _exp_below(ops: _Ops, scores: Array, maximum: Array) -> Array:
     """exp(scores − maximum) with -inf scores giving 0 even where maximum is -inf too."""
-    return torch.where(torch.isneginf(scores), torch.zeros((), dtype=scores.dtype, device=scores.device),
-                       torch.exp(scores - maximum))
+    return ops.where(ops.isneginf(scores), 0.0, ops.exp(scores - maximum))
 
 
-def _safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
+def _safe_divide(ops: _Ops, numerator: Array, denominator: Array) -> Array:
     """numerator / denominator, 0 where the denominator is 0 (nothing read yet)."""
     empty = denominator == 0
-    return torch.where(empty, torch.zeros((), dtype=numerator.dtype, device=numerator.device),
-                       numerator / torch.where(empty, torch.ones_like(denominator), denominator))
+    return ops.where(empty, 0.0, numerator / ops.where(empty, 1.0, denominator))
 
 
 POOLINGS_BY_NAME: dict[str, Pooling] = {p.name: p for p in (_Last(), _Mean(), _Max(), _Attention())}
@@ -328,6 +380,20 @@ def read(carry: PoolCarry) -> Tensor:
     return _pooling(carry.pooling).read(carry)
 
 
+def advance_arrays(pooling: str, fields: dict[str, np.ndarray], count: np.ndarray, outputs: np.ndarray,
+                   lengths: np.ndarray, scores: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """advance then read on numpy arrays, without per-step vectors: the same running form (each
+    pooling's `chunk` and `pooled`), for a stream's small batches, where torch's fixed cost per op
+    outweighs the arithmetic. fields: the carry's fields but count ([B, H] or [B] each), count [B]
+    outputs read before, outputs [B, T, H] float32, lengths [B], scores [B, T] (attention's raw
+    scores, else None). Returns the new fields and the pooled vectors [B, H]."""
+    chosen = _pooling(pooling)
+    mask = np.arange(outputs.shape[1]) < lengths[:, None]  # [B, T]
+    with np.errstate(invalid="ignore"):  # exp(-inf − -inf) in a where's unused branch, as torch computes it
+        fields = chosen.chunk(_NUMPY, fields, outputs, mask, lengths, scores)
+        return fields, chosen.pooled(_NUMPY, fields, count + lengths)
+
+
 def pool(pooling: str, outputs: Tensor, lengths: Tensor, scores_fn: ScoresFn | None = None,
          ends: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
     """The batch form: pooled [B, H] of padded outputs [B, T, H] with lengths [B] (each >= 1), and for
@@ -349,7 +415,7 @@ def pool(pooling: str, outputs: Tensor, lengths: Tensor, scores_fn: ScoresFn | N
         mask = torch.arange(outputs.shape[1], device=outputs.device).unsqueeze(0) < lengths.unsqueeze(-1)
         # The same exp(s − m) / Σ that the running softmax summed: what each step weighed.
         scores = scores_fn(outputs).masked_fill(~mask, _NEG_INF)  # [B, T]
-        weights = _exp_below(scores, carry.score_max.unsqueeze(-1)) / carry.score_sum.unsqueeze(-1)  # [B, T]
+        weights = _exp_below(_TORCH, scores, carry.score_max.unsqueeze(-1)) / carry.score_sum.unsqueeze(-1)  # [B, T]
     return read(carry), weights
 
 

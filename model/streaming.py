@@ -19,6 +19,7 @@ Bidirectional networks cannot stream: a backward state depends on the words not 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Sequence
@@ -283,6 +284,9 @@ class StreamStepper:
         with torch.inference_mode():
             zero = torch.zeros(1, loaded.network.output_size, device=self.device)
             self._baseline = torch.softmax(loaded.network.classify_pooled(zero).float(), dim=-1)[0].tolist()
+        classifier = loaded.network.classifier  # the checkpoint's own weights, read once for the numpy path
+        self._classifier = (classifier.weight.detach().float().cpu().numpy().T.copy(),  # [H, C]
+                            classifier.bias.detach().float().cpu().numpy(), np.float32(config.temperature))
 
     @property
     def description(self) -> str:
@@ -407,29 +411,37 @@ class StreamStepper:
         cell = layout.states(rows, layout.cell) if layout.cell is not None else None  # [L, B, H]
         lengths_tensor = torch.from_numpy(lengths)
         any_steps = any(want_steps)
-        with torch.inference_mode():
+        step_probabilities = None  # [B, T, C] with any_steps
+        # ONNX Runtime and numpy need no autograd guard: entering one costs as much as a torch op.
+        numpy_only = self.recurrence is not None and not any_steps and device.type == "cpu"
+        with contextlib.nullcontext() if numpy_only else torch.inference_mode():
             if self.recurrence is not None:
                 ran = self.recurrence.run(token_ids, lengths, subword_ids, hidden, cell)
             else:
                 ran = torch_recurrence(self.loaded, token_ids, lengths_tensor, subword_ids,
                                        torch.from_numpy(np.ascontiguousarray(hidden)),
                                        torch.from_numpy(np.ascontiguousarray(cell)) if cell is not None else None)
-            outputs = ran.outputs.to(device)  # [B, T, H]
-            carry = layout.pool_carry(rows, read_before)
-            if device.type != "cpu":
-                carry = dataclasses.replace(carry, **{k: v.to(device) for k, v in carry.tensors().items()})
-            carry, per_step = pooling.advance(carry, outputs, lengths_tensor, network.attention, steps=any_steps)
-            pooled = pooling.read(carry)  # [B, H]
-            probabilities = torch.softmax(network.classify_pooled(pooled).float(), dim=-1).cpu().numpy()  # [B, C]
-            step_probabilities = (torch.softmax(network.classify_pooled(per_step).float(), dim=-1).cpu()
-                                  if per_step is not None else None)  # [B, T, C]
-        after = np.empty_like(rows)  # [B, S] every session's new row
+            after = np.empty_like(rows)  # [B, S] every session's new row
+            if device.type == "cpu" and not any_steps:
+                # The usual update: numpy, the same running form (pooling.advance_arrays), since torch's
+                # fixed cost per op, about twenty ops per call, outweighs a stream batch's arithmetic.
+                probabilities = self._pool_and_classify(rows, read_before, ran.outputs.float().numpy(), lengths, after)
+            else:
+                outputs = ran.outputs.to(device)  # [B, T, H]
+                carry = layout.pool_carry(rows, read_before)
+                if device.type != "cpu":
+                    carry = dataclasses.replace(carry, **{k: v.to(device) for k, v in carry.tensors().items()})
+                carry, per_step = pooling.advance(carry, outputs, lengths_tensor, network.attention, steps=any_steps)
+                pooled = pooling.read(carry)  # [B, H]
+                probabilities = torch.softmax(network.classify_pooled(pooled).float(), dim=-1).cpu().numpy()  # [B, C]
+                step_probabilities = (torch.softmax(network.classify_pooled(per_step).float(), dim=-1).cpu()
+                                      if per_step is not None else None)  # [B, T, C]
+                for name, columns, _ in layout.carry:
+                    after[:, columns] = getattr(carry, name).cpu().numpy().reshape(batch, -1)
         after[:, layout.hidden] = ran.hidden.float().cpu().numpy().transpose(1, 0, 2).reshape(batch, -1)
         if layout.cell is not None:
             assert ran.cell is not None
             after[:, layout.cell] = ran.cell.float().cpu().numpy().transpose(1, 0, 2).reshape(batch, -1)
-        for name, columns, _ in layout.carry:
-            after[:, columns] = getattr(carry, name).cpu().numpy().reshape(batch, -1)
         answers = self._answers(states, tokens.lengths, unknown.tolist(), dropped, after, probabilities)
         if any_steps:
             assert step_probabilities is not None
@@ -441,6 +453,25 @@ class StreamStepper:
                     steps = self._token_steps(states[row], chunk, ran.outputs[row], step_probabilities[row])
                     answers[row] = (new_state, dataclasses.replace(result, steps=steps))
         return answers
+
+    def _pool_and_classify(self, rows: np.ndarray, read_before: np.ndarray, outputs: np.ndarray,
+                           lengths: np.ndarray, after: np.ndarray) -> np.ndarray:
+        """The pooling's running form and the classifier on numpy: rows [B, S] before, outputs [B, T, H];
+        writes the new carry into after [B, S] and returns the label probabilities [B, C]."""
+        layout, batch = self.layout, len(rows)
+        fields = {name: rows[:, columns].reshape(batch, *shape) for name, columns, shape in layout.carry}
+        scores = None
+        if layout.pooling == "attention":  # the network's own AdditiveAttention, on the chunk's outputs
+            with torch.inference_mode():
+                scores = self.loaded.network.attention(torch.from_numpy(outputs)).numpy()  # [B, T]
+        fields, pooled = pooling.advance_arrays(layout.pooling, fields, read_before, outputs, lengths, scores)
+        for name, columns, _ in layout.carry:
+            after[:, columns] = fields[name].reshape(batch, -1)
+        weight, bias, temperature = self._classifier
+        logits = (pooled @ weight + bias) / temperature  # [B, C] classify_pooled's Linear and temperature
+        logits -= logits.max(axis=1, keepdims=True)  # softmax, shifted as torch's is
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
 
     def _answers(self, states: list[StreamState], lengths: list[int], unknown: list[int], dropped: list[int],
                  after: np.ndarray, probabilities: np.ndarray) -> list[tuple[StreamState, StreamStepResult]]:

@@ -7,12 +7,15 @@ import itertools
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from rnn_sentiment.model import pooling
 from rnn_sentiment.model.backends import AGREEMENT_TOLERANCE, make_predictor
 from rnn_sentiment.model.checkpoint import LoadedModel, load_checkpoint
 from rnn_sentiment.model.config import POOLINGS
 from rnn_sentiment.model.inference import encode_tokens, predict_encoded
+from rnn_sentiment.model.network import AdditiveAttention
 from rnn_sentiment.model.streaming import (
     BIDIRECTIONAL_REASON, StreamState, can_stream, make_stream_stepper, stream_refusal,
 )
@@ -207,3 +210,48 @@ def test_a_batch_answers_each_session_as_if_it_were_alone(backend, tiny_network,
                                        torch.tensor(alone.prediction.probabilities), rtol=0, atol=AGREEMENT_TOLERANCE)
     assert [len(result.steps) for _, result in together] == [2, 0, 0, 0]  # asked for where something was read
     assert [(result.tokens_read, result.tokens_dropped) for _, result in together] == [(2, 0), (0, 0), (4, 1), (0, 1)]
+
+
+@pytest.mark.parametrize("pooling_name", POOLINGS)
+def test_the_numpy_running_form_is_the_torch_one(pooling_name):
+    """pooling.advance_arrays (a stream's usual update, on numpy) against advance + read on torch, over
+    chunks that start from an empty carry, a row that reads nothing, and a carry read before."""
+    torch.manual_seed(3)
+    attention = AdditiveAttention(6).eval()
+    carry = pooling.empty_carry(pooling_name, 3, 6)
+    for lengths in ([2, 0, 3], [1, 1, 1], [4, 2, 0]):
+        outputs = torch.randn(3, max(lengths), 6)  # [B, T, H]
+        lengths_tensor = torch.tensor(lengths)
+        fields = {name: value.numpy().copy() for name, value in carry.tensors().items() if name != "count"}
+        with torch.inference_mode():
+            scores = attention(outputs).numpy() if pooling_name == "attention" else None
+            carry, _ = pooling.advance(carry, outputs, lengths_tensor, attention, steps=False)
+            expected = pooling.read(carry)
+        count_before = (carry.count - lengths_tensor).numpy()
+        new_fields, pooled = pooling.advance_arrays(pooling_name, fields, count_before, outputs.numpy(),
+                                                    np.array(lengths), scores)
+        assert pooled.dtype == np.float32
+        torch.testing.assert_close(torch.from_numpy(pooled), expected, rtol=0, atol=1e-6)
+        for name, value in new_fields.items():
+            torch.testing.assert_close(torch.from_numpy(np.asarray(value)), getattr(carry, name), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("pooling_name", POOLINGS)
+def test_an_update_without_steps_equals_one_with_steps(pooling_name, backend, tiny_network, vocab):
+    """Without steps a CPU update pools and classifies on numpy, with steps on torch: same states, same answers."""
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime", reason="the server extra installs onnxruntime")
+    stepper = make_stream_stepper(_loaded(tiny_network(len(vocab), seed=8, pooling=pooling_name), vocab), backend,
+                                  threads=1)
+    plain = stepped = [stepper.start()] * len(TEXTS)
+    for at in range(0, 16, 3):
+        chunks = [text[at:at + 3] for text in TEXTS]
+        plain_answers = stepper.advance(plain, chunks, [False] * len(TEXTS))
+        stepped_answers = stepper.advance(stepped, chunks, [True] * len(TEXTS))
+        for (a, a_result), (b, b_result) in zip(plain_answers, stepped_answers, strict=True):
+            torch.testing.assert_close(torch.from_numpy(a.packed), torch.from_numpy(b.packed), rtol=0, atol=1e-6)
+            if b_result.prediction is not None:
+                torch.testing.assert_close(torch.tensor(a_result.prediction.probabilities),
+                                           torch.tensor(b_result.prediction.probabilities), rtol=0, atol=1e-6)
+        plain, stepped = [s for s, _ in plain_answers], [s for s, _ in stepped_answers]
