@@ -11,7 +11,7 @@ ADDRESS ?= 127.0.0.1:50051
 METRICS_ADDRESS ?= 127.0.0.1:9464
 DATA ?= ../shared/data/sst2
 
-.PHONY: mutate results help install proto proto-baseline serve up down system-packages test test-fast test-system bench bench-peers bench-trace bench-isolation bench-long bench-stream-scale bench-stream bench-stream-predict bench-speedcode soak clean
+.PHONY: mutate results help install proto proto-baseline serve up down system-packages test test-fast test-system bench bench-peers bench-trace bench-isolation bench-long bench-stream-scale bench-stream bench-stream-predict bench-speedcode bench-frontend soak clean
 
 help:
 	@echo "make serve   - install into $(VENV) and serve the shipped model on $(ADDRESS) (metrics on $(METRICS_ADDRESS))"
@@ -103,6 +103,8 @@ bench: $(VENV)/.installed-server
 	bench/install-h2load.sh
 	$(PY) -m bench.run $(BENCH_ARGS)
 	$(PY) -m bench.stream_predict $(filter --quick,$(BENCH_ARGS))
+	@# The grpcio pin against the newest release, whole server (constraints.txt says why it is pinned).
+	$(PY) -m bench.frontend --variants full:aio-uvloop --concurrency 32,128 --name frontend-pin
 
 # StreamPredict (32 streams of one-text messages) against unary Predict at concurrency 32, same server,
 # 3 interleaved rounds, ~1.5 min; part of `make bench`. BENCH_ARGS="--rounds 5 --flags '--workers 1'".
@@ -132,6 +134,12 @@ bench-speedcode: $(VENV)/.installed-server
 	bench/install-h2load.sh
 	$(PY) -m bench.speedcode $(BENCH_ARGS)
 
+# gRPC front ends in interleaved rounds (grpcio 1.75.1 against constraints.txt's, grpc.aio against
+# grpc.server, uvloop on and off) on the no-op ceiling and on --workers 2; stacks under build/grpc-stacks/.
+bench-frontend: $(VENV)/.installed-server
+	bench/install-h2load.sh
+	$(PY) -m bench.frontend $(BENCH_ARGS)
+
 # Long texts: the served token limit's accuracy and cost. Result: bench/results/long_texts.md.
 bench-long: $(VENV)/.installed-server
 	$(PY) -m bench.long_texts --data $(DATA) $(BENCH_ARGS)
@@ -155,8 +163,9 @@ soak: $(VENV)/.installed-server
 	$(PY) -m bench.soak --seconds $(SOAK_SECONDS) $(SOAK_ARGS)
 
 # Mutation testing (docs/testing.md), never part of `make test`: cosmic-ray mutates each module of
-# scripts/mutate_targets.toml in a private copy of the tree and runs that module's tests; the
-# report goes to docs/testing.md. Resumable: MUTATE_ARGS="server/servicer.py --limit 20".
+# scripts/mutate_targets.toml in private copies of the tree (one per worker, a worker per core) and
+# runs the tests that reach each mutant; the report goes to docs/testing.md.
+# Resumable: MUTATE_ARGS="server/servicer.py --limit 20 --workers 2".
 MUTATE_ARGS ?=
 
 mutate: $(VENV)/.installed-dev

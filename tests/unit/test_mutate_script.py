@@ -1,0 +1,153 @@
+"""The pure rules of `make mutate` (scripts/mutation/): which tests judge a mutant, when a mutant
+is recorded as not covered, how long it may run, the order of the shared queue, and how stored
+results are counted."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from mutation.pool import PORT_CLASH, pytest_command  # noqa: E402
+from mutation.selection import (FULL, NARROWED, NOT_COVERED, TIMEOUT_FLOOR, Baseline, LineCoverage,  # noqa: E402
+                                mutant_timeout, plan_for, projected_seconds, queue_order, span_of,
+                                statement_spans)
+from mutation.selection import tests_alive as alive_during  # noqa: E402  (not collected as a test)
+from mutation.tree import make_copy, package_dirs  # noqa: E402
+
+SOURCE = '''import functools
+
+LIMIT = 3
+
+
+@functools.cache
+def bounded(values,
+            limit=LIMIT):
+    if len(values) > limit:
+        raise ValueError(
+            "too many")
+    return [v
+            for v in values]
+'''
+SELECTION = ("tests/unit/test_a.py", "tests/integration/test_b.py")
+BASELINE = Baseline(startup=4.0, by_test={"t::slow": 9.0, "t::fast": 1.0, "t::other": 2.0}, largest_setup=0.0,
+                    total=100.0)
+
+
+def test_a_mutant_inside_a_multiline_statement_belongs_to_the_whole_statement():
+    spans = statement_spans(SOURCE)
+    assert span_of(11, spans) == range(10, 12)  # the string argument of a raise spanning two lines
+    assert span_of(13, spans) == range(12, 14)  # a comprehension over two lines
+    # a decorator and a signature's default on its second line are the header of the def
+    assert span_of(6, spans) == span_of(8, spans) == range(6, 9)
+    # an `if` is its condition, not its body
+    assert span_of(9, spans) == range(9, 10)
+
+
+def test_a_line_no_selected_test_executes_is_not_covered_and_not_run():
+    lines = LineCoverage(by_test={10: frozenset({"t::fast"})})
+    plan = plan_for(range(9, 10), lines, SELECTION, BASELINE)
+    assert plan.kind == NOT_COVERED and plan.tests == () and plan.timeout == 0
+
+
+def test_a_line_run_only_inside_tests_runs_exactly_those_tests_fastest_first():
+    lines = LineCoverage(by_test={9: frozenset({"t::slow"}), 10: frozenset({"t::fast"}), 11: frozenset({"t::x"})})
+    plan = plan_for(range(9, 11), lines, SELECTION, BASELINE)
+    assert plan.kind == NARROWED
+    assert plan.tests == ("t::fast", "t::slow")  # the union over the statement's lines, not t::x
+    assert plan.estimate == pytest.approx(4.0 + 1.0 + 9.0)
+
+
+def test_a_line_a_server_ran_runs_the_tests_running_while_that_server_lived():
+    spans = {"t::before": (0.0, 10.0), "t::own": (10.0, 20.0), "t::during": (15.0, 30.0), "t::after": (31.0, 40.0)}
+    assert alive_during(12.0, 30.5, spans) == {"t::own", "t::during"}
+    assert alive_during(0.0, 99.0, spans) == set(spans)  # a server of the whole session: every test
+    lines = LineCoverage(by_test={9: frozenset({"t::fast"})}, by_subprocess_test={9: frozenset({"t::slow"})})
+    plan = plan_for(range(9, 10), lines, SELECTION, BASELINE)
+    assert plan.kind == NARROWED and plan.tests == ("t::fast", "t::slow")
+
+
+def test_a_test_that_set_its_own_tracer_judges_every_mutant():
+    """Coverage sees nothing while a test's own sys.settrace runs (the tokenizer's linear-work test
+    does that): a line it ran looked run by no one, and the tests after it by nobody at all."""
+    lines = LineCoverage(by_test={10: frozenset({"t::fast"})}, untraced=frozenset({"t::other"}))
+    assert plan_for(range(9, 10), lines, SELECTION, BASELINE).tests == ("t::other",)
+    assert plan_for(range(10, 11), lines, SELECTION, BASELINE).tests == ("t::fast", "t::other")
+
+
+@pytest.mark.parametrize("lines", [LineCoverage(by_test={9: frozenset({"t::fast"})}, in_subprocess=frozenset({9})),
+                                   LineCoverage(by_test={9: frozenset({"t::fast"})}, outside_tests=frozenset({9})),
+                                   LineCoverage(in_subprocess=frozenset({9})),
+                                   None])
+def test_a_line_a_server_or_an_import_runs_falls_back_to_the_whole_selection(lines):
+    """A child process of unknown life or import-time code cannot be tied to tests; without coverage
+    data no line can."""
+    plan = plan_for(range(9, 10), lines, SELECTION, BASELINE)
+    assert plan.kind == FULL and plan.tests == SELECTION
+    assert plan.timeout == mutant_timeout(BASELINE.total)
+
+
+def test_the_timeout_is_three_baselines_with_a_floor():
+    assert mutant_timeout(100.0) == 300.0
+    assert mutant_timeout(2.0) == TIMEOUT_FLOOR
+    lines = LineCoverage(by_test={9: frozenset({"t::fast"})})
+    assert plan_for(range(9, 10), lines, SELECTION, BASELINE).timeout == TIMEOUT_FLOOR
+    # a narrowed set's estimate (start-up, one fixture setup, its tests) is capped at the whole selection's
+    slow = Baseline(startup=90.0, by_test={"t::fast": 50.0}, largest_setup=40.0, total=100.0)
+    assert plan_for(range(9, 10), lines, SELECTION, slow).timeout == mutant_timeout(100.0)
+
+
+def test_the_queue_runs_longest_first_and_the_projection_balances_workers():
+    assert queue_order({"a": 5.0, "b": 50.0, "c": 20.0}) == ["b", "c", "a"]
+    assert projected_seconds([10, 10, 10, 10], 2) == 20
+    assert projected_seconds([30, 10, 10, 10], 2) == 30  # one long job is the floor
+    assert projected_seconds([30, 10, 10, 10], 1) == 60
+
+
+def test_node_ids_survive_the_command_cosmic_ray_splits():
+    node = "tests/unit/test_a.py::test_b[one word-\"quoted\"]"
+    argv = shlex.split(pytest_command((node, "tests/x.py"), 42.7))
+    assert argv[-2:] == [node, "tests/x.py"]
+    assert "-x" in argv and argv[argv.index("--timeout") + 1] == "42"
+
+
+def test_a_port_clash_is_recognised_so_it_is_rerun_not_counted():
+    assert PORT_CLASH.search("RuntimeError: Failed to bind to address 127.0.0.1:5123")
+    assert PORT_CLASH.search("OSError: [Errno 98] Address already in use")
+    assert not PORT_CLASH.search("AssertionError: assert 'UNAVAILABLE' == 'OK'")
+
+
+def _classify():
+    spec = importlib.util.spec_from_file_location("mutate_script", SCRIPTS / "mutate.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module.classify
+
+
+def test_stored_results_are_counted_as_the_report_shows_them():
+    classify = _classify()
+    # cosmic-ray stores a timed-out run as KILLED with the output "timeout": it was counted killed
+    assert classify("NORMAL", "KILLED", "timeout") == "timeout"
+    assert classify("NORMAL", "KILLED", "F\n1 failed") == "killed"
+    assert classify("NORMAL", "SURVIVED", "not covered: no test of the module's selection executes this line") \
+        == "not covered"
+    assert classify("NORMAL", "SURVIVED", "5 passed") == "survived"
+    assert classify(None, None, None) == "pending"
+
+
+def test_the_copy_imports_every_package_of_the_install(tmp_path):
+    """The shim once mapped a fixed list that lacked `rnn_sentiment.inference`: every server module
+    importing the Open Inference Protocol stubs failed in the copy, so no baseline could pass."""
+    work = make_copy(tmp_path)
+    assert "inference" in package_dirs()
+    for name, folder in package_dirs().items():
+        linked = work / "shim" / "rnn_sentiment" / name
+        assert linked.resolve() == (work / "tree" / folder).resolve()
+        assert any(linked.glob("*.py")), name
