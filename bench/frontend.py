@@ -221,7 +221,8 @@ def size_sync_pool(stack: str, ctx: StackContext, settings: Settings, concurrenc
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     constraints_pin = grpc_stacks.pinned_version(grpc_stacks.CONSTRAINTS.read_text(), "grpcio")
     parser = argparse.ArgumentParser(prog="python -m bench.frontend", description=__doc__.splitlines()[0])
-    parser.add_argument("--stacks", default=f"1.75.1,{constraints_pin}", help="grpcio versions, comma-separated")
+    parser.add_argument("--stacks", default=None,
+                        help="grpcio versions, comma-separated (default: constraints.txt's and the newest release)")
     parser.add_argument("--baseline", default=constraints_pin, help="the stack ratios divide by (default: constraints.txt's)")
     parser.add_argument("--variants", default=None,
                         help="KIND:FRONT_END,... (KIND ceiling|full, FRONT_END aio-uvloop|aio-asyncio|sync|*); "
@@ -236,6 +237,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     args = parser.parse_args(argv)
     args.quick, args.model_dir = False, None  # what harness.prepare_run reads
+    if args.stacks is None:  # the pin against whatever a fresh unpinned install would take today
+        args.stacks = ",".join(dict.fromkeys([constraints_pin, grpc_stacks.newest_release("grpcio")]))
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     return args

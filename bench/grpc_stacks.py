@@ -106,6 +106,11 @@ def available_versions(package: str) -> list[str]:
     return [v.strip() for v in found.group(1).split(",")]
 
 
+def newest_release(package: str, versions_of: Callable[[str], list[str]] = available_versions) -> str:
+    """The newest final release on the index (what `pip install PACKAGE` takes)."""
+    return max((v for v in versions_of(package) if re.fullmatch(r"[0-9]+(\.[0-9]+)*", v)), key=_release)
+
+
 def resolve_stack(version: str, constraints_text: str,
                   versions_of: Callable[[str], list[str]] = available_versions) -> GrpcStack:
     """What to install for the stack named `version`."""

@@ -146,3 +146,8 @@ def test_the_sync_noop_server_answers_predict_and_stops_on_sigterm() -> None:
             server.kill()
             server.wait()
         server.stdout.close()
+
+
+def test_the_newest_release_skips_pre_releases_and_compares_numerically() -> None:
+    versions = ["1.9.0", "1.10.0rc1", "1.10.0", "1.2.3", "1.11.0.dev0"]
+    assert grpc_stacks.newest_release("grpcio", lambda package: versions) == "1.10.0"

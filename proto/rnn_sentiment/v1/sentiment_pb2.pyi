@@ -96,7 +96,7 @@ class Prediction(_message.Message):
     unknown_token_count: int
     truncated: bool
     text_token_count: int
-    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., unknown_token_count: _Optional[int] = ..., truncated: _Optional[bool] = ..., text_token_count: _Optional[int] = ...) -> None: ...
+    def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., token_count: _Optional[int] = ..., unknown_token_count: _Optional[int] = ..., truncated: bool = ..., text_token_count: _Optional[int] = ...) -> None: ...
 
 class TraceRequest(_message.Message):
     __slots__ = ("text", "model", "include_hidden_states", "attributions", "integrated_gradients_steps", "all_layers", "top_k_units", "include_memory_profile")
@@ -116,7 +116,7 @@ class TraceRequest(_message.Message):
     all_layers: bool
     top_k_units: int
     include_memory_profile: bool
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_hidden_states: _Optional[bool] = ..., attributions: _Optional[_Iterable[_Union[AttributionMethod, str]]] = ..., integrated_gradients_steps: _Optional[int] = ..., all_layers: _Optional[bool] = ..., top_k_units: _Optional[int] = ..., include_memory_profile: _Optional[bool] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_hidden_states: bool = ..., attributions: _Optional[_Iterable[_Union[AttributionMethod, str]]] = ..., integrated_gradients_steps: _Optional[int] = ..., all_layers: bool = ..., top_k_units: _Optional[int] = ..., include_memory_profile: bool = ...) -> None: ...
 
 class TraceResponse(_message.Message):
     __slots__ = ("prediction", "steps", "model", "model_version", "labels", "attributions", "memory_profile", "hidden_units", "baseline_probabilities")
@@ -188,7 +188,7 @@ class TraceStep(_message.Message):
     attention_weight: float
     memory: float
     cells: _containers.RepeatedCompositeFieldContainer[CellStep]
-    def __init__(self, token: _Optional[str] = ..., in_vocabulary: _Optional[bool] = ..., hidden_state: _Optional[_Iterable[float]] = ..., hidden_state_norm: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., positive_delta: _Optional[float] = ..., hidden_change_norm: _Optional[float] = ..., attention_weight: _Optional[float] = ..., memory: _Optional[float] = ..., cells: _Optional[_Iterable[_Union[CellStep, _Mapping]]] = ...) -> None: ...
+    def __init__(self, token: _Optional[str] = ..., in_vocabulary: bool = ..., hidden_state: _Optional[_Iterable[float]] = ..., hidden_state_norm: _Optional[float] = ..., probabilities: _Optional[_Iterable[float]] = ..., positive_delta: _Optional[float] = ..., hidden_change_norm: _Optional[float] = ..., attention_weight: _Optional[float] = ..., memory: _Optional[float] = ..., cells: _Optional[_Iterable[_Union[CellStep, _Mapping]]] = ...) -> None: ...
 
 class CellStep(_message.Message):
     __slots__ = ("layer", "direction", "hidden_state_norm", "hidden_change_norm", "update_gate", "reset_gate", "input_gate", "forget_gate", "output_gate", "cell_state_norm", "memory")
@@ -252,7 +252,7 @@ class ModelInfo(_message.Message):
     truncation_head_tokens: int
     max_texts_per_request: int
     max_text_chars: int
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., vocabulary_size: _Optional[int] = ..., max_tokens: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., dev_accuracy: _Optional[float] = ..., device: _Optional[str] = ..., is_default: _Optional[bool] = ..., truncation: _Optional[_Union[Truncation, str]] = ..., truncation_head_tokens: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., architecture: _Optional[_Union[Architecture, _Mapping]] = ..., labels: _Optional[_Iterable[str]] = ..., vocabulary_size: _Optional[int] = ..., max_tokens: _Optional[int] = ..., checkpoint_sha256: _Optional[str] = ..., dev_accuracy: _Optional[float] = ..., device: _Optional[str] = ..., is_default: bool = ..., truncation: _Optional[_Union[Truncation, str]] = ..., truncation_head_tokens: _Optional[int] = ..., max_texts_per_request: _Optional[int] = ..., max_text_chars: _Optional[int] = ...) -> None: ...
 
 class Architecture(_message.Message):
     __slots__ = ("cell_type", "num_layers", "embedding_dim", "hidden_size", "bidirectional", "pooling", "parameter_count", "subword_buckets")
@@ -272,7 +272,7 @@ class Architecture(_message.Message):
     pooling: Pooling
     parameter_count: int
     subword_buckets: int
-    def __init__(self, cell_type: _Optional[_Union[CellType, str]] = ..., num_layers: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: _Optional[bool] = ..., pooling: _Optional[_Union[Pooling, str]] = ..., parameter_count: _Optional[int] = ..., subword_buckets: _Optional[int] = ...) -> None: ...
+    def __init__(self, cell_type: _Optional[_Union[CellType, str]] = ..., num_layers: _Optional[int] = ..., embedding_dim: _Optional[int] = ..., hidden_size: _Optional[int] = ..., bidirectional: bool = ..., pooling: _Optional[_Union[Pooling, str]] = ..., parameter_count: _Optional[int] = ..., subword_buckets: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -292,7 +292,7 @@ class StreamSentimentRequest(_message.Message):
     text: str
     model: str
     include_steps: bool
-    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_steps: _Optional[bool] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., model: _Optional[str] = ..., include_steps: bool = ...) -> None: ...
 
 class StreamSentimentResponse(_message.Message):
     __slots__ = ("prediction", "steps", "model", "model_version", "final")
@@ -306,7 +306,7 @@ class StreamSentimentResponse(_message.Message):
     model: str
     model_version: str
     final: bool
-    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., final: _Optional[bool] = ...) -> None: ...
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., model: _Optional[str] = ..., model_version: _Optional[str] = ..., final: bool = ...) -> None: ...
 
 class StreamPredictRequest(_message.Message):
     __slots__ = ("request", "id")

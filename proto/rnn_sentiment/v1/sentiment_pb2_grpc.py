@@ -5,7 +5,7 @@ import warnings
 
 from rnn_sentiment.v1 import sentiment_pb2 as rnn__sentiment_dot_v1_dot_sentiment__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.75.1'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in rnn_sentiment/v1/sentiment_pb2_grpc.py depends on'
+        + f' but the generated code in rnn_sentiment/v1/sentiment_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class SentimentServiceStub:
+class SentimentServiceStub(object):
     """Scores text for sentiment and explains, word by word, what the recurrent network did.
     """
 
@@ -67,7 +67,7 @@ class SentimentServiceStub:
                 _registered_method=True)
 
 
-class SentimentServiceServicer:
+class SentimentServiceServicer(object):
     """Scores text for sentiment and explains, word by word, what the recurrent network did.
     """
 
@@ -161,7 +161,7 @@ def add_SentimentServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class SentimentService:
+class SentimentService(object):
     """Scores text for sentiment and explains, word by word, what the recurrent network did.
     """
 
