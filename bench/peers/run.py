@@ -26,6 +26,8 @@ from ..harness import (BENCH_DIR, PREDICT, RunningServer, display_path, prepare_
                        load, start_our_server, wait_quiet)
 from ..report import LOAD_HEADERS, fmt, load_rows, markdown_table, ratio, write_results
 from ..servers import stop_servers_on_signals
+from ..stream_predict import (CONCURRENCY as STREAMS, MESSAGES_PER_STREAM, STREAM_PREDICT, served_texts_per_s,
+                              stream_body, stream_response_bytes)
 from ..texts import ONE_TEXT
 from ..wire import grpc_frame
 from .mlserver import MODEL_INFER, MLServerConfig, model_infer_request, start_mlserver
@@ -51,6 +53,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-setup", action="store_true", help="do not run bench/peers/setup.sh first")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")
     parser.add_argument("--concurrency", default=None, help="comma-separated concurrencies (default 1,8,32,128)")
+    parser.add_argument("--no-stream-predict", dest="stream_predict", action="store_false",
+                        help="leave out the row of our first configuration over StreamPredict (32 streams of "
+                             "one-text messages, measured with the concurrency-32 rows)")
     parser.add_argument("--ours", action="append", default=None, metavar="FLAGS",
                         help='our server configurations (repeatable; default: "--workers 2" and "--workers 2 --backend torch")')
     return parser.parse_args(argv)
@@ -94,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
             print("starting", ml_config.label, flush=True)
             server = start_mlserver(VENV, checkpoint, work, ml_config, ml_message)
             servers.append((ml_config.label, server, ml_file, ml_message, MODEL_INFER, "torch"))
+        streamed = None  # (label, server, request file): our first configuration over StreamPredict
+        if args.stream_predict and servers and servers[0][5] is None:
+            label, server = f"{servers[0][0]}, {stream_predict_label()}", servers[0][1]
+            stream_file = work / f"stream-predict-{MESSAGES_PER_STREAM}.bin"
+            stream_file.write_bytes(stream_body(MESSAGES_PER_STREAM))
+            server.response_bytes[b"stream"] = stream_response_bytes(server.target, MESSAGES_PER_STREAM)
+            streamed = (label, server, stream_file)
         runs: list[dict] = []
         for concurrency in settings.concurrency:
             for label, server, body_file, message, path, executor in servers:
@@ -102,10 +114,17 @@ def main(argv: list[str] | None = None) -> int:
                     run["executor"] = executor
                 runs.append(run)
                 wait_quiet()
+            if streamed and concurrency == STREAMS:
+                label, server, stream_file = streamed
+                run = load(label, server, stream_file, b"stream", MESSAGES_PER_STREAM, STREAMS, settings, work,
+                           path=STREAM_PREDICT)
+                # h2load counts a stream once all its messages are answered; the server's count has no edge.
+                runs.append(run | {"texts_per_s": served_texts_per_s(run), "stream_predict": True})
+                wait_quiet()
     finally:
         for _, server, *_ in servers:
             server.process.stop()
-    order = [label for label, *_ in servers]
+    order = [label for label, *_ in servers] + ([streamed[0]] if streamed else [])
     runs.sort(key=lambda r: (order.index(r["server"]), r["concurrency"]))
 
     document = {**env, "settings": settings.__dict__, "checkpoint": display_path(checkpoint), "runs": runs,
@@ -162,8 +181,24 @@ def _best(runs: list[dict], group: PeerGroup, concurrency: int) -> dict | None:
     return max(candidates, key=lambda r: r["rps"], default=None)
 
 
+def stream_predict_label() -> str:
+    return f"StreamPredict, {STREAMS} streams × {MESSAGES_PER_STREAM} one-text messages"
+
+
 def ratios(runs: list[dict]) -> list[dict]:
     out = []
+    unary = [r for r in runs if not r.get("stream_predict")]
+    for streamed in (r for r in runs if r.get("stream_predict")):
+        for concurrency in (32, 128):
+            best = _best(unary, PEER_GROUPS[0], concurrency)
+            if best:
+                out.append({
+                    "ratio": f"{streamed['server']}: texts/s / best {PEER_GROUPS[0].name} ({best['server']}), "
+                             f"req/s at concurrency {concurrency}",
+                    "value": round(ratio(streamed["texts_per_s"], best["rps"]) or 0, 3),
+                    "p99_ours_ms": None, "p99_peer_ms": best["p99_ms"], "target": "≥ 2",
+                })
+    runs = unary
     for concurrency in sorted({r["concurrency"] for r in runs}):
         for group in PEER_GROUPS:
             best, target = _best(runs, group, concurrency), group.target
@@ -201,6 +236,9 @@ def render(document: dict) -> str:
         f"{document['settings']['warmup_s']:g} s, then {document['settings']['duration_s']:g} s measured per row; "
         "errors: non-200, failed streams, or a 200 without a whole gRPC message; all servers started first, "
         "taking turns at each concurrency",
+        f"- the StreamPredict row: {STREAMS} streams (connections), each {MESSAGES_PER_STREAM} one-text messages "
+        "answered pipelined, then a new stream; req/s counts streams, texts/s is what the server computed "
+        "(h2load counts a stream only once all its messages are answered); measured beside the concurrency-32 rows",
         "",
         markdown_table(LOAD_HEADERS, load_rows(document["runs"])),
         "",

@@ -83,3 +83,15 @@ def test_the_targets_of_the_issue_sit_on_concurrency_32_and_128_only() -> None:
     targets = {r["ratio"]: r["target"] for r in ratios(runs)}
     assert all(t == "" for label, t in targets.items() if label.endswith("concurrency 1"))
     assert all(t == "≥ 1.5, lower p99" for label, t in targets.items() if label.endswith("concurrency 32"))
+
+
+def test_streampredict_texts_are_set_against_torchserve_best_unary_at_32_and_128_and_never_as_ours() -> None:
+    streamed = f"{OURS}, StreamPredict, 32 streams × 64 one-text messages"
+    runs = [_run(OURS, 32, 3000.0), _run(TS_TORCH, 32, 2000.0, "torch"), _run(TS_TORCH, 128, 4000.0, "torch"),
+            _run(OURS, 128, 3500.0), {**_run(streamed, 32, 100.0), "texts_per_s": 6400.0, "stream_predict": True}]
+    by_label = {r["ratio"]: (r["value"], r["target"]) for r in ratios(runs)}
+    assert by_label[f"{streamed}: texts/s / best TorchServe, either executor ({TS_TORCH}), req/s at concurrency 32"] \
+        == (3.2, "≥ 2")
+    assert by_label[f"{streamed}: texts/s / best TorchServe, either executor ({TS_TORCH}), req/s at concurrency 128"] \
+        == (1.6, "≥ 2")
+    assert not [label for label in by_label if label.startswith(f"{streamed} /")]  # not a unary row of ours
