@@ -48,7 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--torchserve-workers", default="1,2", help="TorchServe worker counts to run, comma-separated")
     parser.add_argument("--torchserve-backend", default=",".join(TORCHSERVE_BACKENDS), type=_backends,
                         help="TorchServe handler executors to run, comma-separated: torch (torchserve_handler.py), "
-                             "onnx (torchserve_onnx_handler.py, our server's ONNX Runtime session); default both")
+                             "onnx (the same handler on our server's ONNX Runtime session); default both")
     parser.add_argument("--mlserver-workers", default="1", help="MLServer parallel_workers to run, comma-separated")
     parser.add_argument("--skip-setup", action="store_true", help="do not run bench/peers/setup.sh first")
     parser.add_argument("--note", action="append", default=[], help="a line for the results' notes (repeatable)")

@@ -1,7 +1,7 @@
 """Start TorchServe 0.12 on loopback serving a checkpoint, batching on, on torch or on ONNX Runtime.
 
-The torch row runs handlers/torchserve_handler.py (the peers' usual executor); the onnx row runs
-handlers/torchserve_onnx_handler.py, the ONNX Runtime session our server builds, so that a ratio
+Both rows run handlers/torchserve_handler.py: the torch row on torch (the peers' usual executor),
+the onnx row on the ONNX Runtime session our server builds (BENCH_EXECUTOR), so that a ratio
 against it compares the front ends alone.
 
 Its gRPC inference API (`org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions`) is
@@ -23,12 +23,11 @@ from ..wire import field_bytes, field_string
 
 PREDICTIONS = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
 MODEL_NAME = "sst2-gru"
-# Not modules of this package: TorchServe imports them inside its own venv.
-HANDLERS = {
-    "torch": Path(__file__).with_name("handlers") / "torchserve_handler.py",
-    "onnx": Path(__file__).with_name("handlers") / "torchserve_onnx_handler.py",
-}
-BACKENDS = tuple(HANDLERS)
+# Not a module of this package: TorchServe imports it inside its own venv.
+HANDLER = Path(__file__).with_name("handlers") / "torchserve_handler.py"
+# A row's backend -> the handler's executor (BENCH_EXECUTOR, a make_predictor backend).
+EXECUTORS = {"torch": "torch", "onnx": "onnxruntime"}
+BACKENDS = tuple(EXECUTORS)
 
 # WARN everywhere, no access or per-request metrics lines: logging at INFO costs TorchServe a lot.
 _LOG4J2 = """<?xml version="1.0" encoding="UTF-8"?>
@@ -60,12 +59,12 @@ class TorchServeConfig:
     backend: str = "torch"  # the handler's executor, one of BACKENDS
 
     def __post_init__(self) -> None:
-        if self.backend not in HANDLERS:
+        if self.backend not in EXECUTORS:
             raise ValueError(f"invalid TorchServe backend {self.backend!r}; options are {list(BACKENDS)}")
 
     @property
-    def handler(self) -> Path:
-        return HANDLERS[self.backend]
+    def executor(self) -> str:
+        return EXECUTORS[self.backend]
 
     @property
     def label(self) -> str:
@@ -87,7 +86,7 @@ def start_torchserve(venv: Path, checkpoint: Path, work: Path, config: TorchServ
     logs.mkdir(exist_ok=True)
     files = ",".join(str(checkpoint / name) for name in ("config.json", "vocab.json", "model.safetensors"))
     subprocess.run([str(venv / "bin" / "torch-model-archiver"), "--model-name", MODEL_NAME, "--version", "1.0",
-                    "--handler", str(config.handler), "--extra-files", files, "--export-path", str(store), "--force"],
+                    "--handler", str(HANDLER), "--extra-files", files, "--export-path", str(store), "--force"],
                    check=True, capture_output=True, timeout=120)
     grpc_port = free_port()
     models = {MODEL_NAME: {"1.0": {
@@ -122,6 +121,7 @@ def start_torchserve(venv: Path, checkpoint: Path, work: Path, config: TorchServ
     env = {"PATH": f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}", "TMPDIR": str(home / "tmp"),
            "LOG_LOCATION": str(logs),
            "METRICS_LOCATION": str(logs), "BENCH_TORCH_THREADS": str(config.torch_threads),
+           "BENCH_EXECUTOR": config.executor,
            "OMP_NUM_THREADS": str(config.torch_threads)}
     process = ServerProcess(config.label, [
         str(venv / "bin" / "torchserve"), "--start", "--foreground", "--ncs", "--disable-token-auth",

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bench.harness import checkpoint_dir
-from bench.peers.torchserve import HANDLERS, MODEL_NAME
+from bench.peers.torchserve import HANDLER, MODEL_NAME
 from rnn_sentiment.client import SentimentClient
 from tests.support import REPO_ROOT, ServerProcess
 
@@ -59,7 +59,7 @@ HANDLER_SCRIPT = """
 import importlib.util, json, sys
 from ts.context import Context
 handler_path, model_dir, model_name = sys.argv[1:4]
-spec = importlib.util.spec_from_file_location("torchserve_onnx_handler", handler_path)
+spec = importlib.util.spec_from_file_location("torchserve_handler", handler_path)
 handler = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(handler)
 context = Context(model_name, model_dir, {}, 32, None, "0.12.0")
@@ -86,8 +86,8 @@ def ensure_peers_venv() -> Path:
 def handler_answers(python: Path, model_dir: Path) -> dict:
     # A clean environment: nothing of ours on its path (PYTHONPATH, the project's venv).
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    env.update(BENCH_TORCH_THREADS="1", OMP_NUM_THREADS="1")
-    done = subprocess.run([str(python), "-c", HANDLER_SCRIPT, str(HANDLERS["onnx"]), str(model_dir), MODEL_NAME],
+    env.update(BENCH_TORCH_THREADS="1", OMP_NUM_THREADS="1", BENCH_EXECUTOR="onnxruntime")
+    done = subprocess.run([str(python), "-c", HANDLER_SCRIPT, str(HANDLER), str(model_dir), MODEL_NAME],
                           input=json.dumps(TEXTS), capture_output=True, text=True, timeout=300, env=env,
                           cwd=REPO_ROOT)
     assert done.returncode == 0, done.stderr[-4000:]

@@ -5,16 +5,15 @@ from __future__ import annotations
 import pytest
 
 from bench.peers.run import PEER_GROUPS, parse_args, ratios
-from bench.peers.torchserve import BACKENDS, TorchServeConfig
+from bench.peers.torchserve import BACKENDS, HANDLER, TorchServeConfig
 
 
-def test_a_torchserve_row_names_its_executor_and_runs_its_own_handler() -> None:
+def test_a_torchserve_row_names_its_executor_and_asks_the_handler_for_it() -> None:
     torch_row, onnx_row = TorchServeConfig(workers=1), TorchServeConfig(workers=2, backend="onnx")
     assert torch_row.label == "TorchServe 0.12 (torch, batch 32/5 ms, 1 worker)"
     assert onnx_row.label == "TorchServe 0.12 (onnx, batch 32/5 ms, 2 workers)"
-    assert torch_row.handler.name == "torchserve_handler.py"
-    assert onnx_row.handler.name == "torchserve_onnx_handler.py"
-    assert all(TorchServeConfig(backend=b).handler.is_file() for b in BACKENDS)
+    assert (torch_row.executor, onnx_row.executor) == ("torch", "onnxruntime")
+    assert HANDLER.is_file()
 
 
 def test_an_unknown_torchserve_backend_is_refused_with_the_options() -> None:
