@@ -53,19 +53,12 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from rnn_sentiment.server.admission import AdmissionLimit, core_backlog_options
-from rnn_sentiment.server.app import HEALTH_NAMES, RunningServer
+from rnn_sentiment.server.admission import core_backlog_options
+from rnn_sentiment.server.app import RunningServer, build_services
 from rnn_sentiment.server.config import ServerConfig, config_from
 from rnn_sentiment.server.connections import grpc_server_options
 from rnn_sentiment.server.event_loop import EVENT_LOOPS, run
-from rnn_sentiment.server.health_service import DrainingHealthServicer
-from rnn_sentiment.server.instrumentation import MetricsInterceptor
 from rnn_sentiment.server.logging_setup import configure_logging
-from rnn_sentiment.server.metrics import ServerMetrics
-from rnn_sentiment.server.servicer import SentimentServicer, ServingState
-from rnn_sentiment.server.stream_sentiment import StreamExecutor, StreamSentimentService
-from rnn_sentiment.server.stream_sessions import StreamLimits, StreamRegistry
-from rnn_sentiment.server.validation import RequestLimits
 from rnn_sentiment.v1 import sentiment_pb2_grpc
 
 log = logging.getLogger("bench.sync_server")
@@ -176,21 +169,10 @@ class LoopBackend:
 
     @classmethod
     async def build(cls, config: ServerConfig) -> "LoopBackend":
-        metrics = ServerMetrics.create()
-        state = ServingState()
-        health = DrainingHealthServicer()
-        for name in HEALTH_NAMES:
-            await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        admission = AdmissionLimit(config.max_concurrent_rpcs) if config.max_concurrent_rpcs else None
-        interceptor = MetricsInterceptor(metrics, admission)
-        limits = RequestLimits(config.max_texts_per_request, config.max_text_chars)
-        streams = StreamRegistry(StreamLimits(config.max_streams, config.stream_idle_seconds, config.max_stream_tokens,
-                                              config.max_text_chars), metrics)
-        stream_service = StreamSentimentService(
-            streams, StreamExecutor(config.backend, config.resolved_torch_threads, config.onnx_max_batch))
+        services = await build_services(config)
+        metrics, state, health, interceptor = services.metrics, services.state, services.health, services.interceptor
         collector = _HandlerCollector()
-        sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(
-            SentimentServicer(state, limits, stream_service), collector)
+        sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(services.sentiment, collector)
         health_pb2_grpc.add_HealthServicer_to_server(health, collector)
         handlers = {}
         for method, handler in collector.handlers.items():
@@ -204,7 +186,7 @@ class LoopBackend:
         flusher = asyncio.ensure_future(metrics.buffer.flush_every())
         # RunningServer for its load_models and stop_metrics, which never touch the aio server.
         running = RunningServer(config, None, 0, None, health, state, metrics,  # type: ignore[arg-type]
-                                flusher, None, streams)
+                                flusher, None, services.streams)
         return cls(config, running, handlers)
 
     async def close(self) -> None:

@@ -173,27 +173,45 @@ class RunningServer:
             await self.health.set(name, status)
 
 
-async def bind_server(config: ServerConfig) -> RunningServer:
-    """Start gRPC (health NOT_SERVING, every call UNAVAILABLE) and the metrics endpoint."""
+@dataclass(frozen=True)
+class Services:
+    """What serves the calls, whatever front end carries them (bench/sync_server.py builds them too)."""
+
+    metrics: ServerMetrics
+    state: ServingState
+    health: DrainingHealthServicer  # NOT_SERVING until the models are loaded
+    interceptor: MetricsInterceptor  # counts every call; admission sits in it (server/admission.py)
+    limits: RequestLimits
+    streams: StreamRegistry
+    sentiment: SentimentServicer
+
+
+async def build_services(config: ServerConfig) -> Services:
     metrics = ServerMetrics.create()
     state = ServingState()
-    health_servicer = DrainingHealthServicer()
+    health = DrainingHealthServicer()
     for name in HEALTH_NAMES:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-
-    # The auth check runs inside what the metrics interceptor wraps, so refusals are counted.
-    # Admission sits in the metrics interceptor (server/admission.py): refusals are counted too.
+        await health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     admission = AdmissionLimit(config.max_concurrent_rpcs) if config.max_concurrent_rpcs else None
-    server = aio.server(options=grpc_server_options(config) + core_backlog_options(config.max_pending_rpcs),
-                        interceptors=[
-        MetricsInterceptor(metrics, admission), *auth_interceptors(config.auth_tokens, config.auth_token_file),
-    ])
     limits = RequestLimits(config.max_texts_per_request, config.max_text_chars)
     streams = StreamRegistry(StreamLimits(config.max_streams, config.stream_idle_seconds, config.max_stream_tokens,
                                           config.max_text_chars), metrics)
     stream_service = StreamSentimentService(
         streams, StreamExecutor(config.backend, config.resolved_torch_threads, config.onnx_max_batch))
-    sentiment_servicer = SentimentServicer(state, limits, stream_service)
+    return Services(metrics, state, health, MetricsInterceptor(metrics, admission), limits, streams,
+                    SentimentServicer(state, limits, stream_service))
+
+
+async def bind_server(config: ServerConfig) -> RunningServer:
+    """Start gRPC (health NOT_SERVING, every call UNAVAILABLE) and the metrics endpoint."""
+    services = await build_services(config)
+    metrics, state, health_servicer, limits = services.metrics, services.state, services.health, services.limits
+    # The auth check runs inside what the metrics interceptor wraps, so refusals are counted.
+    server = aio.server(options=grpc_server_options(config) + core_backlog_options(config.max_pending_rpcs),
+                        interceptors=[
+        services.interceptor, *auth_interceptors(config.auth_tokens, config.auth_token_file),
+    ])
+    sentiment_servicer = services.sentiment
     sentiment_pb2_grpc.add_SentimentServiceServicer_to_server(sentiment_servicer, server)
     # The Open Inference Protocol v2 beside it: ModelInfer takes Predict's own path, the work that
     # StreamPredict shares too (oip_servicer.py).
@@ -218,7 +236,7 @@ async def bind_server(config: ServerConfig) -> RunningServer:
     await server.start()
     flusher = asyncio.ensure_future(metrics.buffer.flush_every())
     return RunningServer(config, server, port, metrics_endpoint.port if metrics_endpoint else None, health_servicer,
-                         state, metrics, flusher, metrics_endpoint, streams)
+                         state, metrics, flusher, metrics_endpoint, services.streams)
 
 
 def _metrics_fields(config: ServerConfig, metrics_port: int | None) -> dict[str, str]:
