@@ -78,10 +78,11 @@ def test_a_row_without_an_executor_never_counts_as_onnx() -> None:
 
 
 def test_the_targets_of_the_issue_sit_on_concurrency_32_and_128_only() -> None:
-    runs = [_run(OURS, c, 1000.0) for c in (1, 32)] + [_run(TS_ONNX, c, 500.0, "onnx") for c in (1, 32)]
+    runs = [_run(OURS, c, 1000.0) for c in (1, 32, 128)] + [_run(TS_ONNX, c, 500.0, "onnx") for c in (1, 32, 128)]
     targets = {r["ratio"]: r["target"] for r in ratios(runs)}
     assert all(t == "" for label, t in targets.items() if label.endswith("concurrency 1"))
     assert all(t == "≥ 1.5, lower p99" for label, t in targets.items() if label.endswith("concurrency 32"))
+    assert all(t == "≥ 1.25, lower p99" for label, t in targets.items() if label.endswith("concurrency 128"))
 
 
 def test_streampredict_texts_are_set_against_torchserve_best_unary_at_32_and_128_and_never_as_ours() -> None:
