@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -6,7 +7,7 @@ import torch
 
 from rnn_sentiment.model.checkpoint import (CheckpointError, checkpoint_sha256, load_checkpoint,
                                             save_checkpoint)
-from rnn_sentiment.model.config import TrainingRecord
+from rnn_sentiment.model.config import ModelConfig, TrainingRecord
 
 RECORD = TrainingRecord(dev_accuracy=0.5, dev_macro_f1=0.5, epochs_run=1.0, best_epoch=1.0, seed=1,
                         train_seconds=1.0, train_examples=10, trained_at="2024-01-01T00:00:00+00:00",
@@ -311,3 +312,36 @@ def test_a_checkpoint_file_that_is_not_a_regular_file_is_refused(saved):
     os.mkfifo(directory / "vocab.json")  # opening a FIFO for reading would wait for a writer forever
     with pytest.raises(CheckpointError, match="vocab.json is not a regular file"):
         load_checkpoint(directory)
+
+
+def test_a_model_field_left_out_of_config_json_takes_its_fixed_default(tmp_path, vocab, tiny_network):
+    # Files written before a field existed leave it out; what each omission means is part of the
+    # file format, so the same file must load the same model in every later version.
+    network = tiny_network(len(vocab), embedding_dim=256, hidden_size=256, dropout=0.3)
+    directory = tmp_path / "defaults"
+    save_checkpoint(directory, network, vocab, network.config, "old", "0.0.1", RECORD)
+    _edit_config(directory, _set("model", {}))
+    loaded = load_checkpoint(directory)
+    assert loaded.config.to_dict() == {
+        "cell": "gru", "embedding_dim": 256, "hidden_size": 256, "num_layers": 1, "bidirectional": False,
+        "pooling": "last", "dropout": 0.3, "labels": ["negative", "positive"], "max_tokens": 128,
+        "temperature": 1.0, "subword_buckets": 0,
+    }
+    token_ids, lengths = torch.tensor([[2, 3, 4, 5]]), torch.tensor([4])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.network(token_ids, lengths).logits,
+                                   network(token_ids, lengths).logits, atol=0, rtol=0)
+
+
+def test_a_loaded_config_and_training_record_are_values_nobody_can_change(saved):
+    # The server shares one loaded checkpoint between concurrent calls and reloads: its description
+    # must not change under them, and equal descriptions must compare and hash equal.
+    directory, _ = saved
+    loaded = load_checkpoint(directory)
+    for value, field in ((loaded.config, "hidden_size"), (loaded.training, "dev_accuracy")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, field, 1)
+    again = load_checkpoint(directory)
+    assert {loaded.config: "a", again.config: "b"} == {loaded.config: "b"}
+    assert hash(loaded.training) == hash(again.training) and loaded.training == again.training
+    assert ModelConfig(**loaded.config.to_dict()) == loaded.config

@@ -85,7 +85,39 @@ def test_zero_length_is_rejected(tiny_network):
     ("cell", "transformer", "options are ['rnn', 'gru', 'lstm']"),
     ("pooling", "sum", "options are ['last', 'mean', 'max', 'attention']"),
     ("dropout", 1.5, "dropout"),
+    ("dropout", 1.0, "dropout must be in [0, 1), got 1.0"),
+    ("dropout", -0.1, "dropout must be in [0, 1), got -0.1"),
+    ("embedding_dim", 0, "embedding_dim must be >= 1, got 0"),
+    ("hidden_size", 0, "hidden_size must be >= 1, got 0"),
+    ("num_layers", 0, "num_layers must be >= 1, got 0"),
+    ("max_tokens", 0, "max_tokens must be >= 1, got 0"),
+    ("labels", ("only",), "labels must be at least two distinct names, got ('only',)"),
+    ("labels", ("good", "bad", "good"), "labels must be at least two distinct names"),
+    ("subword_buckets", -1, "subword_buckets must be >= 0 (0 = no sub-words), got -1"),
+    ("temperature", 0.0, "temperature must be > 0, got 0.0"),
+    ("temperature", -1.0, "temperature must be > 0, got -1.0"),
 ])
 def test_invalid_config_lists_the_choices(field, value, fragment, tiny_network):
-    with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace("]", r"\]")
+                       .replace("(", r"\(").replace(")", r"\)")):
         SentimentRNN(ModelConfig(**{field: value}), VOCAB_SIZE)
+
+
+def test_the_smallest_valid_config_builds_a_working_network():
+    # Each bound is inclusive where the error message says so: one unit, no dropout, two labels,
+    # no sub-words, any temperature above zero.
+    config = ModelConfig(embedding_dim=1, hidden_size=1, num_layers=1, max_tokens=1, dropout=0.0,
+                         labels=("no", "yes"), subword_buckets=0, temperature=0.01)
+    network = SentimentRNN(config, VOCAB_SIZE).eval()
+    with torch.no_grad():
+        logits = network(torch.tensor([[2]]), torch.tensor([1])).logits
+    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("bidirectional, directions", [(False, 1), (True, 2)])
+def test_a_bidirectional_network_reads_each_step_in_both_directions(bidirectional, directions, tiny_network):
+    network = tiny_network(VOCAB_SIZE, bidirectional=bidirectional)
+    assert network.config.num_directions == directions
+    with torch.no_grad():
+        output = network(torch.tensor([[2, 3, 4]]), torch.tensor([3]), return_steps=True)
+    assert output.step_hidden.shape == (1, 3, 6 * directions)

@@ -41,6 +41,80 @@ def test_tokenized_dev_sentences_pass_through(sst2_dir):
     assert same / len(examples) >= 0.97
 
 
+
+def test_ptb_escaped_input_reads_as_the_characters_it_escapes():
+    # dev.tsv writes `\/` and `\*`; text pasted from it must meet the vocabulary's `/` and `*`,
+    # exactly as the training side (normalize_sst_tokens) spells them.
+    text = "the writer\\/director 's \\*great\\* film"
+    assert tokenize(text) == ["the", "writer/director", "'s", "*great*", "film"]
+    assert tokenize(text) == normalize_sst_tokens(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("good--not great", ["good", "--", "not", "great"]),
+    ("wait---what", ["wait", "--", "what"]),  # any run of two or more hyphens is one dash
+    ("well-made", ["well-made"]),  # one hyphen joins a word
+])
+def test_a_dash_written_against_its_words_is_its_own_token(text, expected):
+    assert tokenize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("``great'' film", ["``", "great", "''", "film"]),  # PTB double quotes against the word
+    ("`great' film", ["`", "great", "'", "film"]),  # PTB single quotes against the word
+    ("````great", ["``", "great"]),  # a longer run of backticks is still one double quote
+    ("```", ["``"]),
+    ("said '``", ["said", "`", "``"]),  # a single opening quote, then a double one: two marks
+])
+def test_backtick_quotes_against_a_word_split_off_as_one_quote_mark(text, expected):
+    assert tokenize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("`'em all", ["`", "'em", "all"]),
+    ("`'cause", ["`", "'cause"]),
+    ("``'til dawn''", ["``", "'til", "dawn", "''"]),
+    ("``ol' man river''", ["``", "ol'", "man", "river", "''"]),
+])
+def test_a_word_spelled_with_an_apostrophe_keeps_it_after_an_opening_quote(text, expected):
+    # SST's vocabulary has `'em`, `'til`, `ol'`: a quote mark before them must not eat their apostrophe.
+    assert tokenize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("i rate it 9.", ["i", "rate", "it", "9", "."]),
+    ("so good!.", ["so", "good", "!", "."]),
+])
+def test_a_sentence_period_after_a_digit_or_a_mark_is_its_own_token(text, expected):
+    assert tokenize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("isn't", ["is", "n't"]),
+    ("xn't", ["x", "n't"]),  # a one-letter (misspelt, unknown) stem still gives the vocabulary's n't
+    ("n't", ["n't"]),
+])
+def test_nt_splits_off_any_stem(text, expected):
+    assert tokenize(text) == expected
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("j. k. rowling and z. smith", ["j.", "k.", "rowling", "and", "z.", "smith"]),  # initials keep their period
+    ("'j. edgar' was dull", ["`", "j.", "edgar", "'", "was", "dull"]),  # also inside quotes
+    ("rated a.", ["rated", "a", "."]),  # `a.` and `i.` end sentences, they are not initials
+    ("so am i.", ["so", "am", "i", "."]),
+    ("made in the u.s.a.", ["made", "in", "the", "u.s.a."]),  # dotted abbreviations, whatever their last letter
+    ("the no. 1-ranked film", ["the", "no.", "1-ranked", "film"]),  # `no.` before a number is "number"
+    ("say no.", ["say", "no", "."]),  # and the word "no" otherwise
+])
+def test_a_period_stays_on_initials_and_abbreviations_and_ends_sentences_elsewhere(text, expected):
+    assert tokenize(text) == expected
+
+
+def test_a_clitic_is_not_split_out_of_a_doubled_apostrophe():
+    # `''` is a closing quote: `dude''s` must not become `dude'` + `'s`, a half quote on each token.
+    assert tokenize("dude''s car") == ["dude''s", "car"]
+
 # --- linear in the text's length, whatever the text -------------------------------------------
 
 def _tokenizer_work(text: str) -> int:
