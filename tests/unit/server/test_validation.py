@@ -75,3 +75,10 @@ def test_a_text_of_only_invisible_characters_is_refused(text: str) -> None:
 def test_one_visible_character_is_enough(before: str, visible: str, after: str) -> None:
     assert unicodedata.category(visible)[0] in "LNPS"
     assert text_violation("text", before + visible + after, LIMITS_WIDE) is None
+
+
+def test_a_request_exactly_at_both_limits_passes() -> None:
+    # "the limit is 10" means 10 is allowed: the full count of texts, each of the full length.
+    check_texts(["x" * LIMITS.max_text_chars] * LIMITS.max_texts_per_request, LIMITS)
+    check_text("x" * LIMITS.max_text_chars, LIMITS)
+    assert text_violation("text", "x" * LIMITS.max_text_chars, LIMITS) is None
