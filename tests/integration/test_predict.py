@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
-from rnn_sentiment.client import SentimentClient
+from rnn_sentiment.client import (
+    Architecture, Attribution, CellStep, ModelInfo, Prediction, SentimentClient, TraceResult, TraceStep,
+)
+from rnn_sentiment.v1 import sentiment_pb2 as pb
 
 NEGATIVE = "a dull , lifeless and painfully boring movie"
 POSITIVE = "a warm, funny and beautifully acted film"
@@ -102,3 +106,61 @@ def test_every_shipped_model_answers_by_name(client: SentimentClient) -> None:
         assert client.model_info(info.name).name == info.name
         trace = client.trace(POSITIVE, model=info.name)
         assert trace.steps[-1].probabilities == pytest.approx(result.predictions[1].probabilities, abs=1e-6)
+
+
+def test_results_are_immutable_values_a_caller_can_keep_hash_and_share(client: SentimentClient) -> None:
+    predicted = client.predict(POSITIVE)
+    trace = client.trace(POSITIVE, attributions=["occlusion"], include_memory_profile=True, all_layers=True)
+    with client.stream() as stream:
+        update = stream.send("a warm film ")
+    assert update.prediction is not None
+    values = [predicted, predicted.predictions[0], trace, trace.steps[0], trace.steps[0].cells[0],
+              trace.attributions[0], trace.memory_profile, client.model_info(),
+              client.model_info().architecture, update]
+    for value in values:
+        # Equal results are one dict key (a cache of answers); none can be altered after the fact.
+        assert {value: "kept"}[dataclasses.replace(value)] == "kept", type(value).__name__
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, None)
+
+
+def test_results_built_by_hand_read_the_fields_they_omit_as_absent() -> None:
+    # Code written against an older SDK builds these without the newer fields: each must read
+    # as "not known / not asked for", never as a made-up value.
+    prediction = Prediction(label="positive", score=0.9, probabilities=(0.1, 0.9), token_count=3,
+                            unknown_token_count=0, truncated=False)
+    assert prediction.text_token_count == 0
+    step = TraceStep(token="good", in_vocabulary=True, hidden_state=(), hidden_state_norm=1.0,
+                     probabilities=(0.1, 0.9), positive_delta=0.4)
+    assert (step.hidden_change_norm, step.attention_weight, step.memory, step.cells) == (0.0, None, None, ())
+    cell = CellStep(layer=0, direction="forward", hidden_state_norm=1.0, hidden_change_norm=0.5)
+    assert all(getattr(cell, name) is None for name in ("update_gate", "reset_gate", "input_gate", "forget_gate",
+                                                       "output_gate", "cell_state_norm", "memory"))
+    attribution = Attribution(method="prefix", scores=(0.4,), target_label="positive")
+    assert (attribution.steps, attribution.logit_difference, attribution.completeness_gap) == (0, None, None)
+    arch = Architecture(cell_type="gru", num_layers=1, embedding_dim=8, hidden_size=8, bidirectional=False,
+                        pooling="last", parameter_count=10)
+    assert arch.subword_buckets == 0  # whole words only
+    info = ModelInfo(name="m", version="1", architecture=arch, labels=("negative", "positive"), vocabulary_size=10,
+                     max_tokens=64, checkpoint_sha256="0" * 64, dev_accuracy=0.0, device="cpu", is_default=True)
+    assert (info.truncation, info.truncation_head_tokens) == ("head", 0)
+    assert (info.max_texts_per_request, info.max_text_chars) == (0, 0)  # an older server: limits unknown
+    trace = TraceResult(prediction=prediction, steps=(step,), labels=("negative", "positive"), model="m",
+                        model_version="1")
+    assert (trace.attributions, trace.memory_profile, trace.hidden_units, trace.baseline_probabilities) == (
+        (), None, (), ())
+
+
+def test_model_info_reads_the_truncation_a_server_sends_and_an_older_servers_silence(client: SentimentClient) -> None:
+    info = client.model_info()
+    # The documented default (--truncation head_tail): a quarter of max_tokens from the text's start.
+    assert (info.truncation, info.truncation_head_tokens) == ("head_tail", info.max_tokens // 4)
+    # An older server sends no truncation: it always kept the head, all max_tokens of it.
+    older = ModelInfo.from_message(pb.ModelInfo(name="old", max_tokens=64, truncation_head_tokens=0))
+    assert (older.truncation, older.truncation_head_tokens) == ("head", 64)
+    head_tail = ModelInfo.from_message(pb.ModelInfo(name="new", max_tokens=64, truncation=pb.TRUNCATION_HEAD_TAIL,
+                                                    truncation_head_tokens=16))
+    assert (head_tail.truncation, head_tail.truncation_head_tokens) == ("head_tail", 16)
+    head = ModelInfo.from_message(pb.ModelInfo(name="new", max_tokens=64, truncation=pb.TRUNCATION_HEAD,
+                                               truncation_head_tokens=64))
+    assert (head.truncation, head.truncation_head_tokens) == ("head", 64)

@@ -8,7 +8,7 @@ import math
 import grpc
 import pytest
 
-from rnn_sentiment.client import AsyncSentimentClient, SentimentClient, SentimentError
+from rnn_sentiment.client import AsyncSentimentClient, MemoryProfile, SentimentClient, SentimentError
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
@@ -31,6 +31,9 @@ def test_every_model_last_step_equals_predict_with_everything_on(client: Sentime
         assert trace.steps[-1].probabilities == pytest.approx(predicted.probabilities, abs=1e-6), info.name
         assert trace.prediction.label == predicted.label
         assert [a.method for a in trace.attributions] == list(METHODS)
+        for method in METHODS:  # looked up by name, whatever the order they were asked in
+            found = trace.attribution(method)
+            assert found is not None and found.method == method
         assert all(a.target_label == predicted.label and len(a.scores) == len(trace.steps) for a in trace.attributions)
 
 
@@ -52,6 +55,7 @@ def test_steps_describe_the_cells_of_each_architecture(client: SentimentClient) 
             assert step.memory is None and step.hidden_state  # hidden states on by default in the SDK
         assert [len(s.cells) for s in every.steps] == [arch.num_layers * len(directions)] * len(top.steps)
         assert top.memory_profile is None and top.attributions == ()
+        assert top.attribution("occlusion") is None  # not asked for
         assert sum(top.baseline_probabilities) == pytest.approx(1.0, abs=1e-5)
 
 
@@ -87,6 +91,24 @@ def test_memory_profile_is_reported_when_asked(client: SentimentClient) -> None:
         assert profile is not None and profile.last_tokens == math.ceil(len(memory) / 3)
         assert profile.recency == pytest.approx(sum(memory[-profile.last_tokens:]) / sum(memory), rel=1e-4)
         assert 0.0 < profile.decay_per_token
+        # Half-life: the distance at which a word's influence halves, decay ** half_life == 0.5.
+        if profile.decay_per_token < 1.0:
+            assert profile.decay_per_token ** profile.half_life_tokens == pytest.approx(0.5)
+        else:
+            assert profile.half_life_tokens == math.inf
+
+
+def test_memory_half_life_is_a_distance_in_tokens_and_infinite_without_decay() -> None:
+    def half_life(decay: float) -> float:
+        return MemoryProfile(recency=0.5, decay_per_token=decay, last_tokens=3).half_life_tokens
+
+    assert half_life(0.5) == pytest.approx(1.0)
+    assert half_life(0.25) == pytest.approx(0.5)
+    assert half_life(0.5 ** 0.1) == pytest.approx(10.0)
+    # No decay (the server's answer for a text too short to fit one) or a value outside (0, 1):
+    # an infinite half-life, never an exception in a caller's report.
+    for decay in (1.0, 1.5, 0.0, -0.5):
+        assert half_life(decay) == math.inf, decay
 
 
 def test_top_k_units_keep_the_most_active_units_exactly(client: SentimentClient) -> None:

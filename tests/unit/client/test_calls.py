@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+from concurrent import futures
 from typing import Any, Iterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from rnn_sentiment.client import AsyncSentimentClient, SentimentClient
 from rnn_sentiment.client.calls import (
@@ -80,3 +82,46 @@ def test_responses_become_typed_results() -> None:
     assert [m.name for m in models] == ["a", "b"]
     serving = health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
     assert health_call("").to_result(serving) == "SERVING"
+
+
+class DeadlineRecordingHealth(health_pb2_grpc.HealthServicer):
+    """A stand-in health service that notes the deadline each Check arrived with."""
+
+    def __init__(self) -> None:
+        self.time_remaining: list[float | None] = []
+
+    def Check(
+        self, request: health_pb2.HealthCheckRequest, context: grpc.ServicerContext,
+    ) -> health_pb2.HealthCheckResponse:
+        self.time_remaining.append(context.time_remaining())
+        return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
+
+
+@pytest.fixture
+def deadline_server() -> Iterator[tuple[DeadlineRecordingHealth, str]]:
+    service = DeadlineRecordingHealth()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield service, f"127.0.0.1:{port}"
+    server.stop(0)
+
+
+def test_a_call_without_a_timeout_reaches_the_server_with_the_documented_10_s_deadline(
+    deadline_server: tuple[DeadlineRecordingHealth, str],
+) -> None:
+    # docs/sdk.md: `timeout` defaults to 10.0 s, the deadline of every unary call of both clients.
+    service, target = deadline_server
+    with SentimentClient(target) as client:
+        assert client.health() == "SERVING"
+
+    async def awaited() -> str:
+        async with AsyncSentimentClient(target) as client:
+            return await client.health()
+
+    assert asyncio.run(awaited()) == "SERVING"
+    assert len(service.time_remaining) == 2
+    for remaining in service.time_remaining:
+        # The time in flight is well under a second on loopback; 9 s or 11 s would be a different default.
+        assert remaining is not None and 9.0 < remaining <= 10.0, service.time_remaining
