@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -229,6 +230,13 @@ class SentimentRNN(nn.Module):
     def classify_pooled(self, pooled: Tensor) -> Tensor:
         """Logits for an already pooled representation [B, H*D] (e.g. a zero 'no evidence' state)."""
         return self.classifier(pooled) / self.config.temperature  # [B, C]
+
+    def classify_pooled_array(self, pooled: np.ndarray) -> np.ndarray:
+        """classify_pooled on a CPU float32 array [B, H*D] -> logits [B, C]: the same Linear and
+        temperature without torch's fixed cost per op, which outweighs a stream update's few rows."""
+        weight = self.classifier.weight.detach().float().cpu().numpy()  # [C, H*D], a view on CPU
+        bias = self.classifier.bias.detach().float().cpu().numpy()
+        return (pooled @ weight.T + bias) / np.float32(self.config.temperature)
 
     def forward_prefixes(self, token_ids: Tensor, subword_ids: Tensor | None = None) -> RNNOutput:
         """The answer for every prefix of ONE text token_ids [T] (subword_ids [T, K] or None, as for

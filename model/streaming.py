@@ -284,9 +284,6 @@ class StreamStepper:
         with torch.inference_mode():
             zero = torch.zeros(1, loaded.network.output_size, device=self.device)
             self._baseline = torch.softmax(loaded.network.classify_pooled(zero).float(), dim=-1)[0].tolist()
-        classifier = loaded.network.classifier  # the checkpoint's own weights, read once for the numpy path
-        self._classifier = (classifier.weight.detach().float().cpu().numpy().T.copy(),  # [H, C]
-                            classifier.bias.detach().float().cpu().numpy(), np.float32(config.temperature))
 
     @property
     def description(self) -> str:
@@ -467,8 +464,7 @@ class StreamStepper:
         fields, pooled = pooling.advance_arrays(layout.pooling, fields, read_before, outputs, lengths, scores)
         for name, columns, _ in layout.carry:
             after[:, columns] = fields[name].reshape(batch, -1)
-        weight, bias, temperature = self._classifier
-        logits = (pooled @ weight + bias) / temperature  # [B, C] classify_pooled's Linear and temperature
+        logits = self.loaded.network.classify_pooled_array(pooled)  # [B, C]
         logits -= logits.max(axis=1, keepdims=True)  # softmax, shifted as torch's is
         exp = np.exp(logits)
         return exp / exp.sum(axis=1, keepdims=True)

@@ -121,3 +121,14 @@ def test_a_bidirectional_network_reads_each_step_in_both_directions(bidirectiona
     with torch.no_grad():
         output = network(torch.tensor([[2, 3, 4]]), torch.tensor([3]), return_steps=True)
     assert output.step_hidden.shape == (1, 3, 6 * directions)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_array_classifier_is_classify_pooled(bidirectional: bool) -> None:
+    torch.manual_seed(0)
+    network = SentimentRNN(ModelConfig(embedding_dim=8, hidden_size=6, bidirectional=bidirectional, temperature=1.7),
+                           VOCAB_SIZE).eval()
+    pooled = torch.randn(5, network.output_size)
+    with torch.no_grad():
+        expected = network.classify_pooled(pooled).numpy()
+    assert network.classify_pooled_array(pooled.numpy()) == pytest.approx(expected, abs=1e-6)
