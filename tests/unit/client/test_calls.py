@@ -123,5 +123,7 @@ def test_a_call_without_a_timeout_reaches_the_server_with_the_documented_10_s_de
     assert asyncio.run(awaited()) == "SERVING"
     assert len(service.time_remaining) == 2
     for remaining in service.time_remaining:
-        # The time in flight is well under a second on loopback; 9 s or 11 s would be a different default.
-        assert remaining is not None and 9.0 < remaining <= 10.0, service.time_remaining
+        # Within half a second of 10 s: the time in flight on loopback is far less, and the deadline
+        # travels as a grpc-timeout header whose units can round it up a little (10.1 s seen in CI);
+        # 9 s or 11 s would be a different default.
+        assert remaining is not None and 9.5 < remaining <= 10.5, service.time_remaining
