@@ -14,7 +14,7 @@ import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence, TypeVar
+from typing import Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import pytest
 
@@ -211,32 +211,58 @@ class BalancedReplicas:
     nginx: BackgroundProcess
 
 
+@dataclass
+class StartedProcesses:
+    """What a system test started. On a failure every log is printed; at the end every process
+    is stopped, the services in the reverse of their start order, then the replicas (one the test
+    stopped already is left as it is)."""
+
+    replicas: list[ServerProcess]
+    services: dict[str, BackgroundProcess] = field(default_factory=dict)
+
+    def print_logs(self) -> None:
+        for name, process in self.services.items():
+            print(f"---- {name} log ----\n{process.log()}")
+        for replica in self.replicas:
+            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
+
+    def stop_all(self) -> None:
+        for process in reversed(self.services.values()):
+            process.stop()
+        for replica in self.replicas:
+            replica.stop()
+
+
+@contextmanager
+def started(replicas: Iterable[ServerProcess]) -> Iterator[StartedProcesses]:
+    """Starts `replicas` (without waiting) and hands back the record a test adds its services to;
+    logs printed on a failure, everything stopped at the end."""
+    processes = StartedProcesses([])
+    try:
+        for replica in replicas:  # they load their models at the same time
+            processes.replicas.append(replica.start(wait=False))
+        yield processes
+    except BaseException:
+        processes.print_logs()
+        raise
+    finally:
+        processes.stop_all()
+
+
 @contextmanager
 def nginx_over_two_replicas(workdir: Path, replica_args: Sequence[str]) -> Iterator[BalancedReplicas]:
     """Two `rnn-sentiment serve` replicas started with `replica_args`, nginx in front of them,
     serving through the balancer when entered. On a failure the logs are printed; at the end nginx
     and every replica are stopped (a replica the test stopped already is left as it is)."""
     require_commands("nginx")  # skip before starting anything
-    replicas = [ServerProcess(extra_args=list(replica_args)).start(wait=False) for _ in DEFAULT_REPLICAS]
-    nginx: BackgroundProcess | None = None
-    try:
+    with started(ServerProcess(extra_args=list(replica_args)) for _ in DEFAULT_REPLICAS) as processes:
+        replicas = processes.replicas
         for replica in replicas:
             replica.wait_until_serving(timeout=120)
         lb_address = f"127.0.0.1:{free_port()}"
-        nginx = start_nginx(workdir, lb_address, [replica.target for replica in replicas])
+        nginx = processes.services["nginx"] = start_nginx(workdir, lb_address, [r.target for r in replicas])
         from rnn_sentiment.client import SentimentClient
 
         with SentimentClient(lb_address, timeout=10) as probe:
             probe.wait_until_serving(timeout=30)
         yield BalancedReplicas(lb_address, replicas, nginx)
-    except BaseException:
-        if nginx is not None:
-            print(f"---- nginx log ----\n{nginx.log()}")
-        for replica in replicas:
-            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
-        raise
-    finally:
-        if nginx is not None:
-            nginx.stop()
-        for replica in replicas:
-            replica.stop()

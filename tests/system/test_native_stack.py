@@ -2,7 +2,7 @@
 
 The nginx and Prometheus configurations are the committed deploy/ files with their default
 addresses replaced by this test's free ports (by deploy/render-addresses.sh, as in the
-containers). Every process started here is stopped by its PID in `finally`.
+containers). Every process started here is stopped by its PID at the end (`stack.started`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,8 @@ import pytest
 from rnn_sentiment.client import SentimentClient
 from tests.support import ServerProcess, free_port
 from tests.system.stack import (
-    DEFAULT_LB, DEFAULT_PROMETHEUS, DEFAULT_REPLICA_METRICS, DEFAULT_REPLICAS, DEPLOY,
-    BackgroundProcess, Phases, counter_moves, http_get, poll, prometheus_query, render_config, require_commands,
-    run, scrape_counter,
+    DEFAULT_PROMETHEUS, DEFAULT_REPLICA_METRICS, DEPLOY, BackgroundProcess, Phases, counter_moves, http_get, poll,
+    prometheus_query, render_config, require_commands, run, scrape_counter, start_nginx, started,
 )
 from tests.system.test_deploy_config import dashboard_queries
 
@@ -38,30 +37,18 @@ def predict_ok_count(replica: ServerProcess) -> float:
 
 def test_load_balanced_replicas_scraped_by_prometheus(tmp_path: Path) -> None:
     tools = require_commands("nginx", "prometheus", "promtool")
-    replicas = [ServerProcess() for _ in range(2)]  # the shipped models
     lb_address = f"127.0.0.1:{free_port()}"
     prometheus_address = f"127.0.0.1:{free_port()}"
     prometheus_url = f"http://{prometheus_address}"
-    nginx = prometheus = None
     phases = Phases("native")
-    try:
-        for replica in replicas:  # both load their models at the same time
-            replica.start(wait=False)
+    with started(ServerProcess() for _ in range(2)) as processes:  # the shipped models
+        replicas = processes.replicas
         for replica in replicas:
             replica.wait_until_serving(timeout=90)
         phases.done("two replicas serving")
 
         # ---- nginx, from deploy/nginx/nginx.conf, under a temporary prefix ----
-        nginx_dir = render_config(DEPLOY / "nginx", tmp_path / "nginx", {
-            DEFAULT_LB: lb_address,
-            **{default: replica.target for default, replica in zip(DEFAULT_REPLICAS, replicas)},
-        })
-        nginx_dir.chmod(0o755)  # workers run as another user when the master is root
-        nginx = BackgroundProcess(
-            [tools["nginx"], "-p", f"{nginx_dir}/", "-e", str(nginx_dir / "error.log"),
-             "-c", str(nginx_dir / "nginx.conf"), "-g", "daemon off;"],
-            log_path=tmp_path / "nginx.log",
-        ).start()
+        nginx = processes.services["nginx"] = start_nginx(tmp_path, lb_address, [r.target for r in replicas])
 
         # ---- Prometheus, from deploy/prometheus/, with temporary storage ----
         prometheus_dir = render_config(DEPLOY / "prometheus", tmp_path / "prometheus", {
@@ -73,7 +60,7 @@ def test_load_balanced_replicas_scraped_by_prometheus(tmp_path: Path) -> None:
         # Rules evaluated every second here, so the test need not wait 15 s for the first round.
         config.write_text(config.read_text().replace("evaluation_interval: 15s", "evaluation_interval: 1s"))
         run([tools["promtool"], "check", "config", str(config)], timeout=60)
-        prometheus = BackgroundProcess(
+        processes.services["prometheus"] = BackgroundProcess(
             [tools["prometheus"], f"--config.file={prometheus_dir / 'prometheus.yml'}",
              f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address={prometheus_address}"],
             log_path=tmp_path / "prometheus.log",
@@ -152,17 +139,4 @@ def test_load_balanced_replicas_scraped_by_prometheus(tmp_path: Path) -> None:
             for _ in range(10):
                 assert len(client.predict(TEXTS[:1]).predictions) == 1
         phases.done("failover after a replica stops")
-    except BaseException:
-        for name, process in (("nginx", nginx), ("prometheus", prometheus)):
-            if process is not None:
-                print(f"---- {name} log ----\n{process.log()}")
-        for replica in replicas:
-            print(f"---- replica {replica.target} log ----\n{replica.log()[-3000:]}")
-        raise
-    finally:
-        for process in (prometheus, nginx):
-            if process is not None:
-                process.stop()
-        for replica in replicas:
-            replica.stop()
 
