@@ -18,6 +18,10 @@ import pytest
 from rnn_sentiment.client import SentimentClient, SentimentError
 from tests.support import REPO_ROOT, ServerProcess, free_port
 
+# Three real servers (the sync variant, the aio server, a second sync one) take most of a minute:
+# `make test` runs it, `make test-fast` leaves it out.
+pytestmark = pytest.mark.slow
+
 TEXTS = ["a warm, funny and beautifully acted film", "dull and far too long", "not bad at all"]
 READY_SECONDS = 120.0
 
