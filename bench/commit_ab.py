@@ -37,16 +37,20 @@ PACKAGE_FOLDERS = {"model": "model", "server": "server", "client": "client", "cl
                    "v1": "proto/rnn_sentiment/v1", "inference": "proto/inference"}
 
 
-def importable_tree(revision: str) -> Path:
-    """A folder whose rnn_sentiment package is `revision`'s code (for PYTHONPATH)."""
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{revision}^{{commit}}"],
-                            check=True, capture_output=True, text=True).stdout.strip()
-    revision = commit  # a folder per commit: a branch name such as HEAD moves
-    worktree = WORK / "worktrees" / revision
+def commit_of(revision: str) -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--verify", f"{revision}^{{commit}}"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def importable_tree(revision: str, work: Path = WORK) -> Path:
+    """A folder whose rnn_sentiment package is `revision`'s code (for PYTHONPATH). The worktree
+    under `work` stays for the next run of the same commit; `discard_tree` removes it."""
+    commit = commit_of(revision)  # a folder per commit: a branch name such as HEAD moves
+    worktree = work / "worktrees" / commit
     if not worktree.exists():
-        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(worktree), revision],
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "-f", "--detach", str(worktree), commit],
                        check=True, capture_output=True)
-    root = WORK / "trees" / revision
+    root = work / "trees" / commit
     package = root / "rnn_sentiment"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").touch()
@@ -55,6 +59,12 @@ def importable_tree(revision: str) -> Path:
         if (worktree / folder).exists() and not link.exists():
             link.symlink_to(worktree / folder)
     return root
+
+
+def discard_tree(revision: str, work: Path = WORK) -> None:
+    """Remove `revision`'s worktree under `work` and git's record of it."""
+    subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                    str(work / "worktrees" / commit_of(revision))], check=True, capture_output=True)
 
 
 def measure(tree: Path, port: int, concurrency: int, seconds: int, body: Path) -> float:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
-from bench.commit_ab import importable_tree
+from bench.commit_ab import discard_tree, importable_tree
 
 
-def test_a_commit_is_importable_as_the_package_from_its_own_worktree() -> None:
-    root = importable_tree("HEAD")
+def test_a_commit_is_importable_as_the_package_from_its_own_worktree(tmp_path: Path) -> None:
+    root = importable_tree("HEAD", work=tmp_path)
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     probe = subprocess.run(
         [sys.executable, "-c", "import rnn_sentiment.server.batcher as m, rnn_sentiment.v1.sentiment_pb2 as s;"
@@ -18,3 +19,6 @@ def test_a_commit_is_importable_as_the_package_from_its_own_worktree() -> None:
     batcher, stubs = probe.stdout.split()
     assert head in batcher and batcher.endswith("server/batcher.py")
     assert head in stubs
+    discard_tree("HEAD", work=tmp_path)
+    worktrees = subprocess.run(["git", "worktree", "list"], capture_output=True, text=True, check=True).stdout
+    assert str(tmp_path) not in worktrees  # a test run leaves no worktree behind
