@@ -84,7 +84,7 @@ class OnnxForward:
             layer_states_output,
         )
 
-        self._session = _onnx_session(build_onnx_model(loaded.network), threads)
+        self._session = _onnx_session(build_onnx_model(loaded.network), threads, loaded.network)
         self._inputs = (INPUT_IDS, INPUT_LENGTHS)
         self._subwords_input = INPUT_SUBWORDS
         # With sub-words the graph always takes n-gram ids; one padding column when none are needed.
@@ -128,8 +128,10 @@ class OnnxForward:
         )
 
 
-def _onnx_session(model, threads: int):
-    """A CPU ONNX Runtime session of `model` (an onnx.ModelProto) on `threads` threads."""
+def _onnx_session(model, threads: int, network: torch.nn.Module):
+    """A CPU ONNX Runtime session of `model` (an onnx.ModelProto built from `network`) on
+    `threads` threads, reading the tagged parameters (the embedding tables) from `network`'s own
+    memory: without that, each session holds its own copy of them."""
     import onnxruntime  # the server extra installs it; imported here so torch-only use never needs it
 
     options = onnxruntime.SessionOptions()
@@ -137,7 +139,33 @@ def _onnx_session(model, threads: int):
     options.inter_op_num_threads = 1
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings are about graph rewrites, not requests
-    return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    borrowed = borrowed_parameters(model, network)
+    for name, value in borrowed.items():
+        options.add_initializer(name, value)
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # ONNX Runtime reads the arrays behind these values and does not own them: they live as long
+    # as the session (and the arrays as long as the values, which hold them).
+    session.borrowed_parameters = borrowed
+    return session
+
+
+def borrowed_parameters(model, network: torch.nn.Module) -> dict:
+    """OrtValues over the memory of `network`'s parameters that `model`'s initializers name
+    (onnx_export.PARAMETER_TAG), by initializer name. Only CPU float32 contiguous parameters are
+    lent (a view, no copy); any other stays a copy inside the session."""
+    import onnxruntime
+
+    from .onnx_export import PARAMETER_TAG
+
+    borrowed = {}
+    for initializer in model.graph.initializer:
+        if not initializer.doc_string.startswith(PARAMETER_TAG):
+            continue
+        tensor = network.get_parameter(initializer.doc_string.removeprefix(PARAMETER_TAG)).detach()
+        if tensor.device.type != "cpu" or tensor.dtype != torch.float32 or not tensor.is_contiguous():
+            continue
+        borrowed[initializer.name] = onnxruntime.OrtValue.ortvalue_from_numpy(tensor.numpy())
+    return borrowed
 
 
 @dataclass(frozen=True)
@@ -292,7 +320,7 @@ class OnnxRecurrence:
         )
 
         config = loaded.config
-        self._session = _onnx_session(build_onnx_recurrence(loaded.network), threads)
+        self._session = _onnx_session(build_onnx_recurrence(loaded.network), threads, loaded.network)
         self.max_batch = max_batch
         self.subword_pad: int | None = config.subword_buckets or None
         self._ids, self._lengths, self._subwords = INPUT_IDS, INPUT_LENGTHS, INPUT_SUBWORDS

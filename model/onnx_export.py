@@ -11,6 +11,10 @@ both orders named in model/cells.py (e.g. GRU r,z,n -> z,r,h with linear_before_
 graph is built in memory from the loaded module: no second artifact to ship or to drift from
 the checkpoint. Every layer's step states are outputs too (layer_states_output):
 a trace of a unidirectional network fetches its recurrence from them.
+
+The embedding tables go in as they are (no re-stacking), and each names its parameter in the
+initializer's doc_string (PARAMETER_TAG): a server's session reads torch's own table in place
+(backends.borrowed_parameters) instead of holding a copy of the largest tensors of the model.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from .pooling import POOLINGS_BY_NAME, OnnxPoolingInputs
 
 __all__ = ["INPUT_IDS", "INPUT_LENGTHS", "INPUT_SUBWORDS", "OUTPUT_PROBABILITIES", "OPSET", "build_onnx_model",
            "build_onnx_recurrence", "layer_states_output", "initial_h_input", "initial_c_input", "final_h_output",
-           "final_c_output"]
+           "final_c_output", "PARAMETER_TAG"]
 
 INPUT_IDS = "token_ids"  # [B, T] int64, padded with PAD_ID
 INPUT_LENGTHS = "lengths"  # [B] int32, each in [1, T]
@@ -35,6 +39,9 @@ INPUT_LENGTHS = "lengths"  # [B] int32, each in [1, T]
 INPUT_SUBWORDS = "subword_ids"
 OUTPUT_PROBABILITIES = "probabilities"  # [B, C] float32, softmax of logits / temperature
 OPSET = 17
+# doc_string prefix of an initializer that is a parameter exactly as torch holds it; the
+# parameter's name (as in named_parameters) follows.
+PARAMETER_TAG = "parameter:"
 
 
 def layer_states_output(layer: int) -> str:
@@ -83,6 +90,12 @@ class _Graph:
     def constant(self, hint: str, value: np.ndarray) -> str:
         name = self.name(hint)
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def parameter(self, hint: str, network: SentimentRNN, parameter_name: str) -> str:
+        """A parameter as torch holds it, tagged with its name (PARAMETER_TAG)."""
+        name = self.constant(hint, _array(network.get_parameter(parameter_name)))
+        self.initializers[-1].doc_string = PARAMETER_TAG + parameter_name
         return name
 
     def op(self, op_type: str, inputs: list[str], hint: str | None = None, outputs: int = 1,
@@ -151,7 +164,7 @@ def _subword_means(graph: _Graph, network: SentimentRNN) -> str:
     row left out; zeros for a token without n-grams (the padding row is zeros)."""
     assert network.subword_embedding is not None
     pad = graph.constant("subword_pad", np.array(network.config.subword_buckets, dtype=np.int64))
-    vectors = graph.one("Gather", [graph.constant("subword_embedding", _array(network.subword_embedding.weight)),
+    vectors = graph.one("Gather", [graph.parameter("subword_embedding", network, "subword_embedding.weight"),
                                    INPUT_SUBWORDS])  # [B, T, K, E]
     axis2 = graph.constant("axis2", np.array([2], dtype=np.int64))
     total = graph.one("ReduceSum", [vectors, axis2], keepdims=0)  # [B, T, E]
@@ -189,7 +202,7 @@ def _embedded_sequence(graph: _Graph, network: SentimentRNN) -> tuple[str, list[
     """Each token's input vector, time-major [T, B, E], and the graph inputs it reads."""
     if network.has_unfolded_subwords:
         raise ValueError("fold the known words' n-grams first (SentimentRNN.fold_known_subwords)")
-    embedded = graph.one("Gather", [graph.constant("embedding", _array(network.embedding.weight)), INPUT_IDS])  # [B, T, E]
+    embedded = graph.one("Gather", [graph.parameter("embedding", network, "embedding.weight"), INPUT_IDS])  # [B, T, E]
     inputs = [helper.make_tensor_value_info(INPUT_IDS, TensorProto.INT64, ["batch", "steps"]),
               helper.make_tensor_value_info(INPUT_LENGTHS, TensorProto.INT32, ["batch"])]
     if network.subword_embedding is not None:

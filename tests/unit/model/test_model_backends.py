@@ -121,3 +121,44 @@ def test_padded_arrays_equal_the_torch_padded_batch(vocab):
     assert token_ids.dtype == np.int64 and lengths.dtype == np.int64
     assert token_ids.tolist() == expected.token_ids.tolist()
     assert lengths.tolist() == expected.lengths.tolist()
+
+
+@pytest.mark.parametrize("name", ["sst2-gru"])  # the shipped model with sub-words: both tables
+def test_sessions_read_the_embedding_tables_in_place_not_a_copy(name):
+    """Predict's and the stream's sessions hold no copy of the embedding tables (the largest
+    tensors of a model): a change to torch's table is what ONNX Runtime then reads."""
+    from rnn_sentiment.model.backends import make_stream_recurrence
+
+    loaded = load_checkpoint(SHIPPED / name)
+    predictor = make_predictor(loaded, "onnxruntime", threads=1)
+    recurrence = make_stream_recurrence(loaded, "onnxruntime", threads=1)
+    assert predictor.onnx is not None and recurrence is not None
+    ids = np.array([loaded.vocab.encode(["great", "fun", "film"])], dtype=np.int64)
+    lengths = np.array([3])
+    shape = (loaded.config.num_layers, 1, loaded.config.hidden_size)
+    before = predictor.onnx.probabilities(ids, lengths)
+    before_outputs = recurrence.run(ids, lengths, None, np.zeros(shape, np.float32), None).outputs
+    with torch.no_grad():
+        loaded.network.embedding.weight[torch.from_numpy(ids[0])] *= -3.0  # in place: the memory the sessions were lent
+    after = predictor.onnx.probabilities(ids, lengths)
+    after_outputs = recurrence.run(ids, lengths, None, np.zeros(shape, np.float32), None).outputs
+    assert not np.allclose(before, after)
+    assert not np.allclose(before_outputs, after_outputs)
+    # and ONNX Runtime still answers as torch does on the changed weights
+    batch = encode_texts(["great fun"], loaded.vocab, loaded.config.max_tokens)
+    expected = torch.tensor([r.probabilities for r in predict_encoded(loaded, batch)])
+    actual = torch.tensor([r.probabilities for r in predictor(batch)])
+    torch.testing.assert_close(actual, expected, rtol=0, atol=AGREEMENT_TOLERANCE)
+
+
+def test_an_exported_graph_keeps_its_tables_and_names_their_parameters(vocab, tiny_network):
+    """The tag only names the parameter: the graph written for others still carries the data."""
+    from onnx import numpy_helper
+    from rnn_sentiment.model.onnx_export import PARAMETER_TAG, build_onnx_model
+
+    network = tiny_network(len(vocab))
+    graph = build_onnx_model(network)
+    tagged = {i.doc_string.removeprefix(PARAMETER_TAG): numpy_helper.to_array(i)
+              for i in graph.graph.initializer if i.doc_string.startswith(PARAMETER_TAG)}
+    assert set(tagged) == {"embedding.weight"}
+    np.testing.assert_array_equal(tagged["embedding.weight"], network.embedding.weight.detach().numpy())
