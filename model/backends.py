@@ -81,10 +81,21 @@ class OnnxForward:
             INPUT_SUBWORDS,
             OUTPUT_PROBABILITIES,
             build_onnx_model,
+            carries_state,
+            initial_c_input,
+            initial_h_input,
             layer_states_output,
         )
 
-        self._session = _onnx_session(build_onnx_model(loaded.network), threads, loaded.network)
+        config = loaded.config
+        self.session = _onnx_session(build_onnx_model(loaded.network), threads, loaded.network)
+        # A unidirectional network's graph is a stream's step too (OnnxRecurrence shares this
+        # session); Predict and Trace start every layer from zeros.
+        self.carries_state = carries_state(config)
+        layers = range(config.num_layers) if self.carries_state else range(0)
+        self._state_inputs = [initial_h_input(layer) for layer in layers] + (
+            [initial_c_input(layer) for layer in layers] if config.cell == "lstm" else [])
+        self._hidden_size = config.hidden_size
         self._inputs = (INPUT_IDS, INPUT_LENGTHS)
         self._subwords_input = INPUT_SUBWORDS
         # With sub-words the graph always takes n-gram ids; one padding column when none are needed.
@@ -96,7 +107,7 @@ class OnnxForward:
     def probabilities(self, token_ids: np.ndarray, lengths: np.ndarray,
                       subword_ids: np.ndarray | None = None) -> np.ndarray:
         """token_ids [B, T] int64, lengths [B], subword_ids [B, T, K] int64 or None -> probabilities [B, C] float32."""
-        return self._session.run(self._outputs, self._feeds(token_ids, lengths, subword_ids))[0]
+        return self.session.run(self._outputs, self._feeds(token_ids, lengths, subword_ids))[0]
 
     def _feeds(self, token_ids: np.ndarray, lengths: np.ndarray, subword_ids: np.ndarray | None) -> dict[str, np.ndarray]:
         feeds = {self._inputs[0]: token_ids, self._inputs[1]: lengths.astype(np.int32)}
@@ -106,6 +117,9 @@ class OnnxForward:
             feeds[self._subwords_input] = subword_ids
         elif subword_ids is not None:
             raise ValueError("this model has no sub-words; pass subword_ids=None")
+        if self._state_inputs:
+            zeros = np.zeros((1, token_ids.shape[0], self._hidden_size), dtype=np.float32)  # [1, B, H]
+            feeds.update(dict.fromkeys(self._state_inputs, zeros))  # read, never written: one array serves all
         return feeds
 
     def step_states(self, token_ids: Sequence[int],
@@ -120,7 +134,7 @@ class OnnxForward:
         steps = ids.shape[1]
         subwords = (subword_array([subword_ids], steps, self.subword_pad)
                     if subword_ids and self.subword_pad is not None else None)  # [1, T, K]
-        probabilities, *layers = self._session.run(
+        probabilities, *layers = self.session.run(
             self._step_outputs, self._feeds(ids, np.array([steps], dtype=np.int64), subwords))
         return StepStates(
             layers=[torch.from_numpy(y).permute(2, 0, 1, 3).reshape(1, steps, -1) for y in layers],  # [1, T, D*H]
@@ -310,17 +324,22 @@ def _disagreement(loaded: LoadedModel, onnx: OnnxForward) -> float:
 
 
 class OnnxRecurrence:
-    """An ONNX Runtime session of a stream's step (onnx_export.build_onnx_recurrence): chunks of ids
-    and every layer's states before them -> the top layer's outputs and every layer's states after."""
+    """A stream's step on the session of Predict's graph (OnnxForward, unidirectional networks):
+    chunks of ids and every layer's states before them -> the top layer's outputs and every
+    layer's states after. The graph's probabilities are computed too and left unread: ONNX Runtime
+    runs the whole graph whatever is fetched, and the pooling and classifier there cost little
+    beside the recurrence (docs/performance.md)."""
 
-    def __init__(self, loaded: LoadedModel, threads: int, max_batch: int = DEFAULT_STREAM_MAX_BATCH) -> None:
+    def __init__(self, forward: OnnxForward, loaded: LoadedModel, max_batch: int = DEFAULT_STREAM_MAX_BATCH) -> None:
         from .onnx_export import (
-            INPUT_IDS, INPUT_LENGTHS, INPUT_SUBWORDS, build_onnx_recurrence, final_c_output, final_h_output,
-            initial_c_input, initial_h_input, layer_states_output,
+            INPUT_IDS, INPUT_LENGTHS, INPUT_SUBWORDS, final_c_output, final_h_output, initial_c_input,
+            initial_h_input, layer_states_output,
         )
 
+        if not forward.carries_state:
+            raise ValueError(f"model {loaded.name}: its ONNX graph carries no state (a bidirectional network cannot stream)")
         config = loaded.config
-        self._session = _onnx_session(build_onnx_recurrence(loaded.network), threads, loaded.network)
+        self._session = forward.session
         self.max_batch = max_batch
         self.subword_pad: int | None = config.subword_buckets or None
         self._ids, self._lengths, self._subwords = INPUT_IDS, INPUT_LENGTHS, INPUT_SUBWORDS
@@ -378,11 +397,14 @@ class OnnxRecurrence:
         return outputs, final_h, final_c
 
 
-def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int,
-                           max_batch: int | None = None) -> OnnxRecurrence | None:
+def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int, max_batch: int | None = None,
+                           forward: OnnxForward | None = None) -> OnnxRecurrence | None:
     """The ONNX Runtime recurrence a StreamStepper runs on, or None for torch; chosen as make_predictor
     chooses (auto: ONNX Runtime on CPU when installed and agreeing with torch to AGREEMENT_TOLERANCE
-    on a probe; onnxruntime: anything that keeps it from serving is a ValueError)."""
+    on a probe; onnxruntime: anything that keeps it from serving is a ValueError).
+
+    forward: Predict's session of the same model (Predictor.onnx), which the stream's step then
+    shares; without one, a session is built for the stream alone."""
     if backend not in BACKENDS:
         raise ValueError(f"invalid backend {backend!r}; options are {list(BACKENDS)}")
     if backend == "torch":
@@ -393,7 +415,8 @@ def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int,
             raise ValueError(f"backend onnxruntime runs on CPU only; the model is on {loaded.device}")
         return None
     try:
-        recurrence = OnnxRecurrence(loaded, threads, max_batch or DEFAULT_STREAM_MAX_BATCH)
+        recurrence = OnnxRecurrence(forward or OnnxForward(loaded, threads), loaded,
+                                    max_batch or DEFAULT_STREAM_MAX_BATCH)
     except ImportError as error:
         if insist:
             raise ValueError(f"backend onnxruntime needs the onnxruntime and onnx packages: {error}") from None

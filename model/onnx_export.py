@@ -10,7 +10,9 @@ The weights are the module's own, re-stacked into the gate order of the cell's O
 both orders named in model/cells.py (e.g. GRU r,z,n -> z,r,h with linear_before_reset=1). The
 graph is built in memory from the loaded module: no second artifact to ship or to drift from
 the checkpoint. Every layer's step states are outputs too (layer_states_output):
-a trace of a unidirectional network fetches its recurrence from them.
+a trace of a unidirectional network fetches its recurrence from them. A unidirectional network's
+graph also takes every layer's state before the text and gives it after (initial_h_input,
+final_h_output): a stream's step, so one session per model serves Predict, Trace and streams.
 
 The embedding tables go in as they are (no re-stacking), and each names its parameter in the
 initializer's doc_string (PARAMETER_TAG): a server's session reads torch's own table in place
@@ -29,7 +31,7 @@ from .network import SentimentRNN
 from .pooling import POOLINGS_BY_NAME, OnnxPoolingInputs
 
 __all__ = ["INPUT_IDS", "INPUT_LENGTHS", "INPUT_SUBWORDS", "OUTPUT_PROBABILITIES", "OPSET", "build_onnx_model",
-           "build_onnx_recurrence", "layer_states_output", "initial_h_input", "initial_c_input", "final_h_output",
+           "carries_state", "layer_states_output", "initial_h_input", "initial_c_input", "final_h_output",
            "final_c_output", "PARAMETER_TAG"]
 
 INPUT_IDS = "token_ids"  # [B, T] int64, padded with PAD_ID
@@ -56,22 +58,22 @@ def layer_states_output(layer: int) -> str:
 
 
 def initial_h_input(layer: int) -> str:
-    """build_onnx_recurrence's input: layer `layer`'s state before the chunk [1, B, H]."""
+    """build_onnx_model's input (unidirectional networks): layer `layer`'s state before the chunk [1, B, H]."""
     return f"initial_h_l{layer}"
 
 
 def initial_c_input(layer: int) -> str:
-    """build_onnx_recurrence's input: layer `layer`'s LSTM cell state before the chunk [1, B, H]."""
+    """build_onnx_model's input (unidirectional networks): layer `layer`'s LSTM cell state before the chunk [1, B, H]."""
     return f"initial_c_l{layer}"
 
 
 def final_h_output(layer: int) -> str:
-    """build_onnx_recurrence's output: layer `layer`'s state after each row's last token [1, B, H]."""
+    """build_onnx_model's output (unidirectional networks): layer `layer`'s state after each row's last token [1, B, H]."""
     return f"final_h_l{layer}"
 
 
 def final_c_output(layer: int) -> str:
-    """build_onnx_recurrence's output: layer `layer`'s LSTM cell state after each row's last token [1, B, H]."""
+    """build_onnx_model's output (unidirectional networks): layer `layer`'s LSTM cell state after each row's last token [1, B, H]."""
     return f"final_c_l{layer}"
 
 
@@ -211,30 +213,42 @@ def _embedded_sequence(graph: _Graph, network: SentimentRNN) -> tuple[str, list[
     return graph.one("Transpose", [embedded], perm=[1, 0, 2]), inputs  # [T, B, E]: ONNX recurrences are time-major
 
 
-def build_onnx_recurrence(network: SentimentRNN) -> onnx.ModelProto:
-    """A stream's step (unidirectional networks): the embedding and every recurrent layer from given
-    states, as a checked ONNX model. Inputs: Predict's graph's (ids, lengths >= 1, any n-grams) plus
-    initial_h_input(layer) [1, B, H] per layer (and initial_c_input for LSTM); outputs: the top layer's
-    step states layer_states_output(top) [T, 1, B, H] and final_h_output(layer) [1, B, H] per layer
-    (final_c_output for LSTM). The pooling and classifier run outside the graph from a running carry
-    (model/pooling.py, on numpy or torch: model/streaming.py), since they must go on from the chunks before."""
+def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
+    """The Predict forward of `network` (eval mode: no dropout) as a checked ONNX model.
+
+    Outputs: OUTPUT_PROBABILITIES [B, C] and every layer's step states layer_states_output(layer)
+    [T, D, B, H]. A unidirectional network's graph is also a stream's step (carries_state): each
+    layer starts from the input initial_h_input(layer) [1, B, H] (and initial_c_input for LSTM;
+    zeros for Predict and Trace) and its state after each row's last token is the output
+    final_h_output(layer) [1, B, H] (final_c_output). One session then serves Predict, Trace and
+    streams; a stream reads the top layer's states and the finals, and runs the pooling and the
+    classifier outside the graph from a running carry (model/pooling.py, model/streaming.py),
+    since they must go on from the chunks before.
+    """
     config = network.config
-    if config.bidirectional:
-        raise ValueError("a stream's step needs a unidirectional network: a backward state depends on the words not yet sent")
+    carry = carries_state(config)
     graph = _Graph()
     sequence, inputs = _embedded_sequence(graph, network)
-    _recurrent_layers(graph, network, sequence, carry_state=True)
-    state = [1, "batch", config.hidden_size]
-    kinds = [(initial_h_input, final_h_output)] + ([(initial_c_input, final_c_output)]
-                                                   if cell_kind(config.cell).has_memory else [])
-    outputs = [helper.make_tensor_value_info(layer_states_output(config.num_layers - 1), TensorProto.FLOAT,
-                                             ["steps", 1, "batch", config.hidden_size])]
-    for layer in range(config.num_layers):
-        for initial, final in kinds:
-            inputs.append(helper.make_tensor_value_info(initial(layer), TensorProto.FLOAT, state))
-            outputs.append(helper.make_tensor_value_info(final(layer), TensorProto.FLOAT, state))
+    outputs, final = _recurrent_layers(graph, network, sequence, carry_state=carry)
+    pooled = _pooled(graph, network, outputs, final)
+    logits = graph.one("Gemm", [pooled, graph.constant("classifier_w", _array(network.classifier.weight)),
+                                graph.constant("classifier_b", _array(network.classifier.bias))], transB=1)
+    logits = graph.one("Div", [logits, graph.constant("temperature", np.array(config.temperature, dtype=np.float32))])
+    graph.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], axis=-1))
+    graph_outputs = [helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", len(config.labels)])]
+    graph_outputs += [helper.make_tensor_value_info(layer_states_output(layer), TensorProto.FLOAT,
+                                                    ["steps", config.num_directions, "batch", config.hidden_size])
+                      for layer in range(config.num_layers)]
+    if carry:
+        state = [1, "batch", config.hidden_size]
+        kinds = [(initial_h_input, final_h_output)] + ([(initial_c_input, final_c_output)]
+                                                       if cell_kind(config.cell).has_memory else [])
+        for layer in range(config.num_layers):
+            for initial, final_state in kinds:
+                inputs.append(helper.make_tensor_value_info(initial(layer), TensorProto.FLOAT, state))
+                graph_outputs.append(helper.make_tensor_value_info(final_state(layer), TensorProto.FLOAT, state))
     model = helper.make_model(
-        helper.make_graph(graph.nodes, f"{config.cell}_stream_step", inputs=inputs, outputs=outputs,
+        helper.make_graph(graph.nodes, f"{config.cell}_sentiment", inputs=inputs, outputs=graph_outputs,
                           initializer=graph.initializers),
         opset_imports=[helper.make_opsetid("", OPSET)],
         producer_name="rnn-sentiment",
@@ -243,29 +257,8 @@ def build_onnx_recurrence(network: SentimentRNN) -> onnx.ModelProto:
     return model
 
 
-def build_onnx_model(network: SentimentRNN) -> onnx.ModelProto:
-    """The Predict forward of `network` (eval mode: no dropout) as a checked ONNX model."""
-    graph = _Graph()
-    sequence, inputs = _embedded_sequence(graph, network)
-    outputs, final = _recurrent_layers(graph, network, sequence)
-    pooled = _pooled(graph, network, outputs, final)
-    logits = graph.one("Gemm", [pooled, graph.constant("classifier_w", _array(network.classifier.weight)),
-                                graph.constant("classifier_b", _array(network.classifier.bias))], transB=1)
-    logits = graph.one("Div", [logits, graph.constant("temperature", np.array(network.config.temperature, dtype=np.float32))])
-    graph.nodes.append(helper.make_node("Softmax", [logits], [OUTPUT_PROBABILITIES], axis=-1))
-    labels = len(network.config.labels)
-    model = helper.make_model(
-        helper.make_graph(
-            graph.nodes, f"{network.config.cell}_sentiment",
-            inputs=inputs,
-            outputs=[helper.make_tensor_value_info(OUTPUT_PROBABILITIES, TensorProto.FLOAT, ["batch", labels])]
-            + [helper.make_tensor_value_info(layer_states_output(layer), TensorProto.FLOAT,
-                                             ["steps", network.config.num_directions, "batch", network.config.hidden_size])
-               for layer in range(network.config.num_layers)],
-            initializer=graph.initializers,
-        ),
-        opset_imports=[helper.make_opsetid("", OPSET)],
-        producer_name="rnn-sentiment",
-    )
-    onnx.checker.check_model(model)
-    return model
+def carries_state(config) -> bool:
+    """Whether build_onnx_model's graph of a network with `config` takes and gives every layer's
+    states (a stream's step): unidirectional ones only, since a backward state depends on the words
+    not yet sent."""
+    return not config.bidirectional

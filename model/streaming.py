@@ -40,7 +40,7 @@ from .subwords import subword_array
 from .vocabulary import PAD_ID, UNK_ID
 
 if TYPE_CHECKING:
-    from .backends import OnnxRecurrence
+    from .backends import OnnxForward, OnnxRecurrence
 
 __all__ = ["BIDIRECTIONAL_REASON", "StreamChunk", "StateLayout", "StreamState", "StreamTokenStep", "StreamStepResult",
            "StreamStepper", "RecurrenceResult", "can_stream", "stream_refusal", "make_stream_stepper",
@@ -527,13 +527,14 @@ def torch_recurrence(loaded: LoadedModel, token_ids: np.ndarray, lengths: Tensor
 
 
 def make_stream_stepper(loaded: LoadedModel, backend: str, threads: int, max_tokens: int | None = None,
-                        onnx_max_batch: int | None = None) -> StreamStepper:
+                        onnx_max_batch: int | None = None, onnx: OnnxForward | None = None) -> StreamStepper:
     """The StreamStepper for `backend` (one of backends.BACKENDS), chosen as make_predictor chooses:
     ONNX Runtime on CPU when it is installed and agrees with torch (checked on a probe of chunked
     texts), else torch; "onnxruntime" makes anything that keeps it from serving a ValueError.
 
     max_tokens: the most tokens a session reads (the head is kept, as Predict keeps it); the
     model's config.max_tokens when None. ValueError for a model that cannot stream (stream_refusal).
+    onnx: Predict's ONNX Runtime session of this model (Predictor.onnx), shared by the streams' step.
     """
     from .backends import make_stream_recurrence  # backends imports this module's types
 
@@ -541,5 +542,5 @@ def make_stream_stepper(loaded: LoadedModel, backend: str, threads: int, max_tok
     refusal = stream_refusal(loaded.config)
     if refusal is not None:
         raise ValueError(f"model {loaded.name} cannot stream: {refusal}")
-    recurrence = make_stream_recurrence(loaded, backend, threads, onnx_max_batch)
+    recurrence = make_stream_recurrence(loaded, backend, threads, onnx_max_batch, onnx)
     return StreamStepper(loaded, limit, recurrence)

@@ -131,8 +131,9 @@ def test_sessions_read_the_embedding_tables_in_place_not_a_copy(name):
 
     loaded = load_checkpoint(SHIPPED / name)
     predictor = make_predictor(loaded, "onnxruntime", threads=1)
-    recurrence = make_stream_recurrence(loaded, "onnxruntime", threads=1)
-    assert predictor.onnx is not None and recurrence is not None
+    assert predictor.onnx is not None
+    recurrence = make_stream_recurrence(loaded, "onnxruntime", threads=1, forward=predictor.onnx)
+    assert recurrence is not None
     ids = np.array([loaded.vocab.encode(["great", "fun", "film"])], dtype=np.int64)
     lengths = np.array([3])
     shape = (loaded.config.num_layers, 1, loaded.config.hidden_size)
@@ -162,3 +163,14 @@ def test_an_exported_graph_keeps_its_tables_and_names_their_parameters(vocab, ti
               for i in graph.graph.initializer if i.doc_string.startswith(PARAMETER_TAG)}
     assert set(tagged) == {"embedding.weight"}
     np.testing.assert_array_equal(tagged["embedding.weight"], network.embedding.weight.detach().numpy())
+
+
+def test_a_bidirectional_graph_carries_no_state_and_cannot_lend_its_session_to_a_stream(vocab, tiny_network):
+    from rnn_sentiment.model.backends import OnnxForward, OnnxRecurrence
+
+    loaded = _loaded(tiny_network(len(vocab), bidirectional=True), vocab)
+    forward = OnnxForward(loaded, threads=1)
+    assert not forward.carries_state
+    assert [i.name for i in forward.session.get_inputs()] == ["token_ids", "lengths"]
+    with pytest.raises(ValueError, match="bidirectional network cannot stream"):
+        OnnxRecurrence(forward, loaded)
