@@ -81,7 +81,8 @@ system-packages:
 ifndef SEED
 SEED := $(shell $(PYTHON) -c 'import random; print(random.randrange(2**32))')
 endif
-PYTEST := $(PY) -m pytest -q -rs -p randomly --randomly-seed=$(SEED)
+# --durations: the slowest tests, where the suite's 15-minute budget goes (docs/testing.md).
+PYTEST := $(PY) -m pytest -q -rs -p randomly --randomly-seed=$(SEED) --durations=15
 
 test: $(VENV)/.installed-dev system-packages
 	@echo "test order seed: $(SEED) (replay: make test SEED=$(SEED), or pytest -p randomly --randomly-seed=$(SEED))"
