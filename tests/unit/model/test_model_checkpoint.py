@@ -345,3 +345,83 @@ def test_a_loaded_config_and_training_record_are_values_nobody_can_change(saved)
     assert {loaded.config: "a", again.config: "b"} == {loaded.config: "b"}
     assert hash(loaded.training) == hash(again.training) and loaded.training == again.training
     assert ModelConfig(**loaded.config.to_dict()) == loaded.config
+
+
+def test_a_config_exactly_at_its_size_limit_loads(saved):
+    from rnn_sentiment.model.checkpoint_schema import MAX_CONFIG_BYTES
+
+    directory, _ = saved
+    config = directory / "config.json"
+    config.write_bytes(config.read_bytes().rstrip(b"\n").ljust(MAX_CONFIG_BYTES, b" "))  # JSON allows trailing spaces
+    assert config.stat().st_size == MAX_CONFIG_BYTES
+    assert load_checkpoint(directory).name == "tiny"
+    assert checkpoint_sha256(directory) == load_checkpoint(directory).sha256
+
+
+def test_a_file_whose_size_is_not_reported_is_still_cut_at_its_limit(saved):
+    # procfs (and some FUSE file systems) report size 0 for files that hold far more: the
+    # size check passes, so the read itself must stop at the limit.
+    source = "/proc/self/smaps"
+    if not os.path.exists(source) or os.stat(source).st_size != 0:
+        pytest.skip("needs a procfs file that reports size 0")
+    from rnn_sentiment.model.checkpoint_schema import MAX_CONFIG_BYTES
+
+    directory, _ = saved
+    (directory / "config.json").unlink()
+    (directory / "config.json").symlink_to(source)
+    with pytest.raises(CheckpointError, match=f"config.json grew past the limit of {MAX_CONFIG_BYTES:,} bytes while read"):
+        load_checkpoint(directory)
+
+
+def test_save_creates_missing_parents_and_overwrites_an_earlier_checkpoint(saved, tmp_path, vocab):
+    directory, network = saved  # already holds version 0.1.0
+    save_checkpoint(directory, network, vocab, network.config, "tiny", "0.2.0", RECORD)
+    assert load_checkpoint(directory).version == "0.2.0"
+    nested = tmp_path / "runs" / "2024" / "best"
+    save_checkpoint(nested, network, vocab, network.config, "tiny", "0.3.0", RECORD)
+    assert load_checkpoint(nested).version == "0.3.0"
+
+
+def test_a_config_implying_exactly_the_parameter_limit_is_not_refused_for_its_size(saved):
+    import math
+
+    from rnn_sentiment.model.checkpoint_schema import MAX_PARAMETERS, parse_config_document
+    from rnn_sentiment.model.weight_shapes import expected_state_shapes
+
+    directory, _ = saved
+    for field, value in (("embedding_dim", 66), ("hidden_size", 4), ("subword_buckets", 969_658)):
+        _edit_config(directory, _set(f"model.{field}", value))
+    config = parse_config_document(json.loads((directory / "config.json").read_text())).config
+    vocab_size = len(json.loads((directory / "vocab.json").read_text()))
+    assert sum(math.prod(s) for s in expected_state_shapes(config, vocab_size).values()) == MAX_PARAMETERS
+    # Allowed by its size, the load goes on to the weights, which were saved for another shape.
+    with pytest.raises(CheckpointError) as raised:
+        load_checkpoint(directory)
+    assert "model.safetensors: " in str(raised.value) and "more than the limit" not in str(raised.value)
+
+
+def test_a_non_finite_value_in_a_one_element_tensor_is_refused(tmp_path, vocab, tiny_network):
+    network = tiny_network(len(vocab), cell="rnn", embedding_dim=1, hidden_size=1)
+    assert network.state_dict()["rnn.bias_ih_l0"].numel() == 1
+    with torch.no_grad():
+        network.state_dict()["rnn.bias_ih_l0"][0] = float("nan")
+    save_checkpoint(tmp_path / "ckpt", network, vocab, network.config, "tiny", "1")
+    with pytest.raises(CheckpointError, match="tensor rnn.bias_ih_l0 holds 1 non-finite values"):
+        load_checkpoint(tmp_path / "ckpt")
+
+
+def test_weights_whose_header_only_python_can_read_are_refused_naming_the_file(saved):
+    # A lone surrogate escape passes Python's JSON reader (and so every header check) but not
+    # safetensors' own: the load must still end in a CheckpointError, not the loader's exception.
+    directory, _ = saved
+    _edit_header(lambda header: header["__metadata__"].update(format="\ud800"))(directory / "model.safetensors")
+    with pytest.raises(CheckpointError, match="model.safetensors is not a readable safetensors file"):
+        load_checkpoint(directory)
+
+
+def test_a_checkpoint_file_that_cannot_be_opened_is_refused_naming_it(saved):
+    directory, _ = saved
+    (directory / "vocab.json").unlink()
+    (directory / "vocab.json").symlink_to("vocab.json")  # a link to itself: ELOOP, even for root
+    with pytest.raises(CheckpointError, match="checkpoint file .*vocab.json cannot be read: .*symbolic links"):
+        load_checkpoint(directory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shlex
@@ -12,7 +13,7 @@ import pytest
 from rnn_sentiment.server.admission import AdmissionLimit
 from rnn_sentiment.server.instrumentation import request_id_of
 from rnn_sentiment.server.log_throttle import ThrottledWarning
-from rnn_sentiment.server.logging_setup import TextFormatter
+from rnn_sentiment.server.logging_setup import JsonFormatter, TextFormatter, configure_logging
 
 HOSTILE = [
     "abc\n2026-01-01 00:00:00,000 ERROR rnn_sentiment.server: forged",
@@ -119,3 +120,73 @@ def test_throttled_warning_writes_a_burst_per_interval_then_counts(caplog: pytes
     assert written[:3] == [True] * 3 and written.count(True) == 4 and written[-1]
     assert [r.fields["suppressed"] for r in caplog.records] == [0, 0, 0, 47]
     assert all(r.levelno == logging.INFO for r in caplog.records)
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    ("line one\nline two", "line one\\nline two"),
+    ("tab\there\x1b[31m", "tab\\there\\u001b[31m"),
+    ("C:\\new", "C:\\\\new"),  # a backslash doubled, so a written `\n` cannot pass for an escaped newline
+    ("plain words", "plain words"),
+])
+def test_a_message_shows_each_escaped_character_as_its_json_escape(message: str, shown: str) -> None:
+    line = TextFormatter().format(_record("%s", message))
+    assert line.endswith(f" INFO rnn_sentiment.server.access: {shown}")
+
+
+@pytest.mark.parametrize(("key", "shown"), [("method", "method"), ("a b", '"a b"'), ("x=1 y", '"x=1 y"')])
+def test_a_field_key_that_is_not_plain_is_quoted(key: str, shown: str) -> None:
+    assert TextFormatter().format(_record("rpc", fields={key: "v"})).endswith(f"rpc {shown}=v")
+
+
+def test_a_stack_keeps_its_lines_but_none_passes_for_a_log_line() -> None:
+    record = _record("slow call")
+    record.stack_info = "Stack (most recent call last):\n  File \"x.py\", line 1\n2026-01-01 00:00:00,000 INFO forged"
+    first, *rest = TextFormatter().format(record).split("\n")
+    assert first.endswith("slow call") and len(rest) == 3
+    assert all(r.startswith("  | ") for r in rest)
+
+
+def test_a_json_line_carries_the_record_its_fields_and_its_exception() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _record("internal error on %s", "Predict", fields={"code": "INTERNAL"}, exc_info=sys.exc_info())
+    line = JsonFormatter().format(record)
+    assert "\n" not in line
+    entry = json.loads(line)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", entry["time"])
+    assert (entry["level"], entry["logger"], entry["pid"]) == ("INFO", "rnn_sentiment.server.access", record.process)
+    assert (entry["message"], entry["code"]) == ("internal error on Predict", "INTERNAL")
+    assert entry["exception"].startswith("Traceback") and entry["exception"].endswith("ValueError: boom")
+    assert "exception" not in json.loads(JsonFormatter().format(_record("served")))
+
+
+@pytest.mark.parametrize(("log_format", "is_json"), [("json", True), ("text", False)])
+def test_configure_logging_writes_the_chosen_format_at_the_chosen_level(
+        log_format: str, is_json: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    try:
+        configure_logging(log_format, "warning")
+        logging.getLogger("test.configure").info("hidden")
+        logging.getLogger("test.configure").warning("shown")
+    finally:
+        root.handlers[:], root.level = saved
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("{") == is_json and "shown" in lines[0]
+
+
+def test_a_throttle_needs_a_burst_of_at_least_one() -> None:
+    with pytest.raises(ValueError, match="burst must be >= 1, got 0"):
+        ThrottledWarning(logging.getLogger("test.burst"), "rpc", 10.0, burst=0)
+
+
+def test_a_throttled_warning_below_the_loggers_level_writes_and_counts_nothing(
+        caplog: pytest.LogCaptureFixture) -> None:
+    throttled = ThrottledWarning(logging.getLogger("test.quiet"), "bad bytes", 10.0, clock=lambda: 100.0)
+    with caplog.at_level(logging.ERROR, logger="test.quiet"):
+        assert [throttled.warn(method="Predict") for _ in range(3)] == [False] * 3
+    with caplog.at_level(logging.WARNING, logger="test.quiet"):
+        assert throttled.warn(method="Trace")
+    # The events nobody could see were not "suppressed": the first line written says none were.
+    assert [r.fields for r in caplog.records] == [{"method": "Trace", "suppressed": 0}]

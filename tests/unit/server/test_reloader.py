@@ -304,3 +304,45 @@ def test_the_shipped_checkpoints_are_named_after_their_directories() -> None:
     assert [p.name for p in checkpoints] == ["sst2-gru", "sst2-rnn"]
     for checkpoint in checkpoints:
         assert json.loads((checkpoint / "config.json").read_text())["name"] == checkpoint.name
+
+
+def test_a_scan_names_checkpoints_by_entry_skips_the_rest_and_reports_what_it_cannot_read(tmp_path: Path) -> None:
+    from rnn_sentiment.server.model_directory import UnreadableEntry, scan_model_directory
+
+    models = deep_directory(tmp_path)  # so that one entry's config.json cannot even be named
+    for name in ("b-model", "a-model"):
+        (models / name).mkdir()
+        (models / name / "config.json").write_text("{}")  # the scan only looks for the file
+    (models / "README").write_text("not a model")
+    (models / "empty").mkdir()
+    (models / "odd" / "config.json").mkdir(parents=True)  # not a regular file: not a checkpoint
+    entry = add_unreadable_entry(models)
+    scan = scan_model_directory(models)
+    assert [(c.name, c.path) for c in scan.checkpoints] == [("a-model", models / "a-model"),
+                                                             ("b-model", models / "b-model")]
+    assert scan.unreadable == (UnreadableEntry(entry.name, entry, "OSError: File name too long"),)
+    # A model directory that is itself a checkpoint is named after itself, however it is spelled.
+    (itself,) = scan_model_directory(models / "a-model" / ".").checkpoints
+    assert itself.name == "a-model"
+
+
+def test_a_missing_model_directory_scans_empty_and_an_unreadable_one_is_an_error(tmp_path: Path) -> None:
+    from rnn_sentiment.server.model_directory import ModelDirectoryError, scan_model_directory
+
+    (tmp_path / "file").write_text("")
+    for missing in (tmp_path / "absent", tmp_path / "file"):
+        scan = scan_model_directory(missing)
+        assert (scan.checkpoints, scan.unreadable) == ((), ())
+    too_long = add_unreadable_entry(deep_directory(tmp_path))
+    with pytest.raises(ModelDirectoryError, match="cannot read the model directory .*File name too long"):
+        scan_model_directory(too_long)
+
+
+def test_an_os_error_is_described_by_its_kind_and_reason_without_its_path() -> None:
+    import errno
+
+    from rnn_sentiment.server.model_directory import describe_os_error
+
+    assert describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/models/x")) == \
+        "PermissionError: Permission denied"
+    assert describe_os_error(OSError("disk gone")) == "OSError: disk gone"  # no strerror: the message
