@@ -299,13 +299,19 @@ def _numeric_problems(config: ServerConfig) -> list[str]:
             continue
         where = f"{_flag_name(f.name)}/{_env_name(f.name)}={value!r}"
         allowed = NUMERIC_RANGES.get(f.name)
-        span = f" from {allowed.lowest:g} to {allowed.highest:g}" if allowed else ""
+        span = f" from {_typed_back(allowed.lowest)} to {_typed_back(allowed.highest)}" if allowed else ""
         note = f" ({allowed.note})" if allowed and allowed.note else ""
         if not math.isfinite(value):
             problems.append(f"{where}: must be a finite number{span}{note}")
         elif allowed and not allowed.lowest <= value <= allowed.highest:
             problems.append(f"{where}: must be{span}{note}")
     return problems
+
+
+def _typed_back(limit: float) -> str:
+    """A limit as an operator would type it back: whole numbers in full (10000000, never 1e+07,
+    which an integer flag refuses)."""
+    return str(int(limit)) if float(limit).is_integer() else f"{limit:g}"
 
 
 def _env_name(name: str) -> str:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import grpc
 import pytest
 
-from rnn_sentiment.server.auth import TokenSet, bearer_token, check_call, parse_tokens, token_set
+from rnn_sentiment.server.auth import (
+    AuthInterceptor, TokenSet, auth_interceptors, bearer_token, check_call, parse_tokens, token_set,
+)
 from rnn_sentiment.server.config import ServerConfig, add_server_arguments, config_from
 from tests.certificates import write_atomically
 
@@ -101,3 +104,56 @@ def test_reflection_defaults_off_with_auth_unless_asked_for() -> None:
     assert _config(environ={**with_auth, "RNN_SENTIMENT_REFLECTION": "true"}).resolved_reflection is True
     # Unset stays unset for the workers, which resolve it the same way.
     assert "RNN_SENTIMENT_REFLECTION" not in _config(environ=with_auth).as_environment()
+
+
+def test_a_token_file_that_cannot_be_read_at_start_is_refused_naming_it(tmp_path: Path) -> None:
+    not_text = tmp_path / "tokens"
+    not_text.write_bytes(b"\xff\xfe token\n")
+    for path in (tmp_path / "missing", tmp_path, not_text):  # absent, a directory, not UTF-8
+        with pytest.raises(ValueError, match=f"^auth_token_file={str(path)!r}: "):
+            TokenSet(path=path)
+
+
+def test_a_token_file_that_turns_unreadable_keeps_the_last_good_tokens(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    write_atomically(path, b"old\n")
+    clock = FakeClock()
+    tokens = TokenSet(path=path, clock=clock)
+    write_atomically(path, b"\xff\xfe half-written\n")  # not UTF-8
+    clock.now = 1.0
+    tokens.refresh_if_due()
+    assert tokens.tokens() == (b"old",) and tokens.accepts(b"old")
+    write_atomically(path, b"new\n")  # fixed: the next look takes it
+    clock.now = 2.0
+    tokens.refresh_if_due()
+    assert tokens.tokens() == (b"new",) and not tokens.accepts(b"old")
+
+
+def test_tokens_from_the_variable_the_file_or_both(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    write_atomically(path, b"from-file\n")
+    only_variable = token_set(" a , b ", "")
+    assert only_variable is not None and only_variable.tokens() == (b"a", b"b")
+    only_file = token_set("", str(path))
+    assert only_file is not None and only_file.tokens() == (b"from-file",)
+    both = token_set("a", str(path))
+    assert both is not None and both.accepts(b"a") and both.accepts(b"from-file")
+    assert auth_interceptors("", "") == []
+    assert [type(i) for i in auth_interceptors("a", "")] == [AuthInterceptor]
+
+
+def test_each_reload_of_the_token_file_is_logged_with_the_count_not_the_tokens(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Operators confirm a rotation from this line; the first load at start is no reload.
+    path = tmp_path / "tokens"
+    write_atomically(path, b"old\n")
+    clock = FakeClock()
+    with caplog.at_level(logging.INFO, logger="rnn_sentiment.server.auth"):
+        tokens = TokenSet(path=path, clock=clock)
+        assert [r.getMessage() for r in caplog.records] == []
+        write_atomically(path, b"old\nrotated-7f3a\n")
+        clock.now = 1.0
+        tokens.refresh_if_due()
+    reloads = [r for r in caplog.records if r.getMessage() == "token file reloaded"]
+    assert len(reloads) == 1 and reloads[0].fields == {"path": str(path), "tokens": 2}  # type: ignore[attr-defined]
+    assert "rotated-7f3a" not in caplog.text

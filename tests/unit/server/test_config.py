@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 import pytest
 
@@ -156,3 +158,150 @@ def test_serve_help_lists_every_flag() -> None:
     for f in fields(ServerConfig):
         if not f.metadata.get("env_only"):
             assert "--" + f.name.replace("_", "-") in result.stdout
+
+
+# What each numeric knob accepts, inclusive, as the operator is told when a value is refused. Written
+# out here (not read from NUMERIC_RANGES) so that a changed limit is a visible decision.
+ACCEPTED = {
+    "model_poll_seconds": (0, 86_400, " (0 = no polling)"),
+    "onnx_max_batch": (0, 4_096, " (0 = torch for every batch)"),
+    "max_texts_per_request": (1, 100_000, ""),
+    "max_text_chars": (1, 10_000_000, ""),
+    "max_tokens": (1, 4_096, ""),
+    "max_batch_size": (1, 65_536, ""),
+    "max_batch_delay_ms": (0, 10_000, ""),
+    "max_queue_texts": (1, 10_000_000, ""),
+    "max_concurrent_rpcs": (0, 1_000_000, " (0 = no limit)"),
+    "max_streams": (1, 1_000_000, ""),
+    "stream_idle_seconds": (0, 86_400, " (0 = never)"),
+    "max_stream_tokens": (1, 100_000_000, ""),
+    "max_pending_rpcs": (1, 1_000_000, ""),
+    "workers": (0, 1_024, " (0 = one per core)"),
+    "torch_threads": (0, 1_024, " (0 = 1)"),
+    "grace_seconds": (0, 3_600, ""),
+    "drain_seconds": (0, 3_600, ""),
+    "max_connection_age_seconds": (0, 2_592_000, " (0 = never)"),
+    "max_connection_age_grace_seconds": (0, 86_400, ""),
+    "keepalive_seconds": (0, 86_400, " (0 = off)"),
+    "restart_backoff_seconds": (0, 3_600, ""),
+    "restart_backoff_max_seconds": (0, 86_400, ""),
+    "restart_healthy_seconds": (0, 86_400, ""),
+}
+
+
+def test_every_numeric_setting_is_in_the_table_of_accepted_values() -> None:
+    assert sorted(ACCEPTED) == sorted(f.name for f in NUMERIC_FIELDS)
+
+
+@pytest.mark.parametrize("name", sorted(ACCEPTED))
+def test_each_numeric_setting_accepts_its_bounds_and_refuses_one_past_them(name: str) -> None:
+    lowest, highest, note = ACCEPTED[name]
+    for value in (lowest, highest):
+        config_from(_args(), environ={f"RNN_SENTIMENT_{name.upper()}": str(value)})
+    flag = "--" + name.replace("_", "-")
+    for value in (lowest - 1, highest + 1):
+        with pytest.raises(ValueError) as refused:
+            config_from(_args(f"{flag}={value}"), environ={})
+        typed = float(value) if name in FLOAT_FIELDS else value  # as the flag parses it
+        assert str(refused.value) == (f"invalid server configuration: {flag}/RNN_SENTIMENT_{name.upper()}="
+                                      f"{typed!r}: must be from {lowest} to {highest}{note}")
+    # the limit reads as an operator types it back: an integer flag refuses 1e+07
+    assert "e+" not in str(refused.value).split("must be")[1]
+
+
+def test_every_problem_is_reported_at_once_each_with_its_fix(tmp_path: Path) -> None:
+    with pytest.raises(ValueError) as refused:
+        ServerConfig(address="50051", metrics_address="9464", model_dir=str(tmp_path / "absent"),
+                     event_loop="trio", truncation="tail", log_format="xml", model_token_limits="sst2-rnn",
+                     max_batch_size=0).validate()
+    message = str(refused.value)
+    assert message.startswith("invalid server configuration: ")
+    for problem in ("address='50051': write host:port, e.g. 127.0.0.1:50051",
+                    "metrics_address='9464': write host:port or ''",
+                    f"model_dir={str(tmp_path / 'absent')!r} is not a directory",
+                    "event_loop='trio': use one of auto, uvloop, asyncio",
+                    "truncation='tail': use one of head, head_tail",
+                    "log_format='xml': use one of text, json",
+                    "model_token_limits='sst2-rnn': ",
+                    "--max-batch-size/RNN_SENTIMENT_MAX_BATCH_SIZE=0: must be from 1 to 65536"):
+        assert problem in message
+    assert message.count("; ") >= 7
+    # No metrics endpoint is a valid choice, and an existing model directory is accepted.
+    ServerConfig(metrics_address="", model_dir=str(tmp_path)).validate()
+
+
+def test_the_configuration_a_supervisor_hands_its_workers_is_the_same_configuration(tmp_path: Path) -> None:
+    config = config_from(_args("--max-batch-size", "8", "--device", "cpu", "--pin-workers", "--no-reflection",
+                               "--max-batch-delay-ms", "2.5", "--model-dir", str(tmp_path)),
+                         environ={"RNN_SENTIMENT_AUTH_TOKENS": "t1,t2"})
+    assert config_from(None, config.as_environment()) == config
+    unset = config_from(None, {})
+    assert "RNN_SENTIMENT_REFLECTION" not in unset.as_environment()
+    assert config_from(None, unset.as_environment()) == unset
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("true", True), (" Yes ", True), ("ON", True),
+                                         ("0", False), ("False", False), ("no", False), ("off ", False)])
+def test_boolean_variables_take_the_usual_spellings(text: str, value: bool) -> None:
+    assert config_from(None, {"RNN_SENTIMENT_PIN_WORKERS": text}).pin_workers is value
+
+
+def test_flags_that_take_no_value_turn_a_setting_on_and_off() -> None:
+    assert config_from(_args("--pin-workers"), environ={}).pin_workers is True
+    assert config_from(_args("--no-pin-workers"), environ={"RNN_SENTIMENT_PIN_WORKERS": "1"}).pin_workers is False
+    assert config_from(_args(), environ={}).pin_workers is False
+
+
+def test_an_unreadable_token_file_is_refused_at_start(tmp_path: Path) -> None:
+    # Readable by os.access but not a token file: a directory, or bytes that are not UTF-8.
+    not_text = tmp_path / "tokens"
+    not_text.write_bytes(b"\xff\xfe\x00token\n")
+    for path in (tmp_path, not_text):
+        with pytest.raises(ValueError, match=f"^invalid server configuration: auth_token_file={str(path)!r}: "):
+            config_from(_args("--auth-token-file", str(path)), environ={})
+
+
+def test_one_worker_per_cpu_this_process_may_use() -> None:
+    assert ServerConfig(workers=3).resolved_workers == 3
+    allowed = os.sched_getaffinity(0)
+    assert ServerConfig().resolved_workers == len(allowed)
+    try:
+        os.sched_setaffinity(0, {min(allowed)})  # as under `taskset -c 0`, or a container's cpuset
+        assert ServerConfig().resolved_workers == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to tell one worker from one per core")
+def test_an_ephemeral_port_gets_one_worker() -> None:
+    # Workers share one known port; port 0 would give each its own.
+    assert ServerConfig(address="127.0.0.1:0").resolved_workers == 1
+    assert ServerConfig(address="127.0.0.1:0", workers=2).resolved_workers == 2
+    assert ServerConfig(address="127.0.0.1:50").resolved_workers == len(os.sched_getaffinity(0))
+
+
+def test_without_cpu_affinity_the_cpu_count_decides(monkeypatch: pytest.MonkeyPatch) -> None:
+    # macOS has no sched_getaffinity: the count of CPUs decides, and one worker when it is unknown.
+    monkeypatch.delattr(os, "sched_getaffinity")
+    monkeypatch.setattr(os, "cpu_count", lambda: 3)
+    assert ServerConfig().resolved_workers == 3
+    monkeypatch.setattr(os, "cpu_count", lambda: None)
+    assert ServerConfig().resolved_workers == 1
+
+
+def test_torch_threads_default_to_one_per_worker() -> None:
+    assert ServerConfig().resolved_torch_threads == 1
+    assert ServerConfig(torch_threads=3).resolved_torch_threads == 3
+
+
+def test_no_model_dir_means_the_shipped_models() -> None:
+    shipped = ServerConfig().resolved_model_dir
+    assert shipped == Path(__file__).resolve().parents[3] / "model" / "checkpoints"
+    assert {"sst2-gru", "sst2-rnn"} <= {p.name for p in shipped.iterdir()}
+    assert ServerConfig(model_dir="/srv/models").resolved_model_dir == Path("/srv/models")
+
+
+def test_tls_is_on_exactly_when_a_certificate_is_given() -> None:
+    # The start-up log reports it to the operator as the server's transport security.
+    assert ServerConfig().tls_enabled is False
+    assert ServerConfig(tls_cert="server.pem", tls_key="server.key").tls_enabled is True
