@@ -157,6 +157,9 @@ class MicroBatcher(Generic[Item, Result]):
             self._metrics.batch_size.observe(len(batch))
         try:
             results = await self._model_thread.run(self._run_batch, [entry.item for entry in batch])
+            # One result per text, checked here: a miscount fails this batch's callers like any
+            # model error, where outside the try it would end this loop and strand every later call.
+            answered = list(zip(batch, results, strict=True))
         except Exception as error:  # the model failed: every caller in the batch gets it
             log.exception("model batch of %d failed", len(batch))
             for entry in batch:
@@ -166,7 +169,7 @@ class MicroBatcher(Generic[Item, Result]):
         finally:
             if self._metrics is not None:
                 self._metrics.predict_seconds.observe(time.monotonic() - started)
-        for entry, result in zip(batch, results, strict=True):
+        for entry, result in answered:
             if not entry.future.done():
                 entry.future.set_result(result)
 

@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from typing import Any, Coroutine, TypeVar
 
 import grpc
 import pytest
 
 from rnn_sentiment.server.batcher import MicroBatcher
+from rnn_sentiment.server.metrics import ServerMetrics
 from rnn_sentiment.server.model_thread import ModelThread
 from rnn_sentiment.server.errors import ServiceError
+
+
+T = TypeVar("T")
+LIMIT_SECONDS = 20.0  # far above any scenario here, far below the per-test timeout
+
+
+def run_limited(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, failing after LIMIT_SECONDS: a caller whose answer is lost fails the test at
+    once instead of hanging it."""
+    return asyncio.run(asyncio.wait_for(main, LIMIT_SECONDS))
 
 
 class Recorder:
@@ -45,7 +58,25 @@ def test_idle_batcher_runs_a_lone_request_at_once_and_keeps_order() -> None:
         await batcher.close()
         assert recorder.batches == [[1, 2, 3]]
 
-    asyncio.run(scenario())
+    run_limited(scenario())
+
+
+def test_an_idle_batcher_answers_a_lone_text_without_waiting() -> None:
+    """Adaptive by default: no wait for a batch to fill, one loop turn only (server/batcher.py)."""
+
+    async def scenario() -> list[float]:
+        batcher = _batcher(Recorder())
+        batcher.start()
+        took = []
+        for item in range(3):
+            began = time.monotonic()
+            assert await batcher.submit([item]) == [2 * item]
+            took.append(time.monotonic() - began)
+        await batcher.close()
+        return took
+
+    took = run_limited(scenario())
+    assert min(took) < 0.5, f"a lone text took {took} s"
 
 
 def test_a_text_one_loop_turn_behind_joins_the_idle_batch() -> None:
@@ -66,7 +97,7 @@ def test_a_text_one_loop_turn_behind_joins_the_idle_batch() -> None:
         assert results == [[2], [4]]
         assert recorder.batches == [[1, 2]]
 
-    asyncio.run(scenario())
+    run_limited(scenario())
 
 
 def test_arrivals_during_a_forward_pass_form_the_next_batch() -> None:
@@ -86,7 +117,7 @@ def test_arrivals_during_a_forward_pass_form_the_next_batch() -> None:
         # [0] alone, then the six waiting texts in batches of at most four, in arrival order.
         assert recorder.batches == [[0], [1, 2, 3, 4], [5, 6]]
 
-    asyncio.run(scenario())
+    run_limited(scenario())
 
 
 def test_a_full_queue_is_resource_exhausted() -> None:
@@ -106,7 +137,7 @@ def test_a_full_queue_is_resource_exhausted() -> None:
         assert await busy == [2] and await waiting == [4, 6, 8]
         await batcher.close()
 
-    asyncio.run(scenario())
+    run_limited(scenario())
 
 
 def test_expired_requests_are_dropped_before_compute() -> None:
@@ -127,7 +158,7 @@ def test_expired_requests_are_dropped_before_compute() -> None:
         await batcher.close()
         assert [7] not in recorder.batches and all(7 not in b for b in recorder.batches)
 
-    asyncio.run(scenario())
+    run_limited(scenario())
 
 
 def test_cancelled_callers_are_not_computed() -> None:
@@ -147,7 +178,7 @@ def test_cancelled_callers_are_not_computed() -> None:
         await batcher.close()
         assert all(9 not in b for b in recorder.batches)
 
-    asyncio.run(scenario())
+    run_limited(scenario())
 
 
 def test_a_failing_batch_fails_its_callers_and_the_batcher_keeps_going() -> None:
@@ -160,7 +191,7 @@ def test_a_failing_batch_fails_its_callers_and_the_batcher_keeps_going() -> None
         assert await batcher.submit([5]) == [10]
         await batcher.close()
 
-    asyncio.run(scenario())
+    run_limited(scenario())
 
 
 def test_batch_delay_collects_requests_that_arrive_while_idle() -> None:
@@ -174,4 +205,190 @@ def test_batch_delay_collects_requests_that_arrive_while_idle() -> None:
         await batcher.close()
         assert recorder.batches == [[1, 2, 3]]
 
-    asyncio.run(scenario())
+    run_limited(scenario())
+
+
+def test_a_text_with_time_left_is_computed() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder)
+        batcher.start()
+        assert await batcher.submit([3], timeout=30.0) == [6]
+        assert await batcher.submit([4, 5], timeout=30.0) == [8, 10]
+        await batcher.close()
+
+    run_limited(scenario())
+
+
+def test_batch_delay_waits_for_texts_arriving_later_but_no_longer_than_the_delay() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder, max_batch_size=4, max_batch_delay=0.4)
+        batcher.start()
+        started = time.monotonic()
+
+        async def later(item: int) -> list[int]:
+            await asyncio.sleep(0.05)
+            return await batcher.submit([item])
+
+        # The batch never fills: it runs once the delay is up, with both texts in it.
+        results = await asyncio.wait_for(asyncio.gather(batcher.submit([1]), later(2)), 10.0)
+        waited = time.monotonic() - started
+        await batcher.close()
+        assert results == [[2], [4]]
+        assert recorder.batches == [[1, 2]]
+        assert 0.3 <= waited < 5.0
+
+    run_limited(scenario())
+
+
+def test_close_finishes_the_queued_texts_then_refuses_new_ones() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.release.clear()
+        batcher = _batcher(recorder, max_batch_size=2)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.to_thread(recorder.started.wait, 10)
+        queued = [asyncio.ensure_future(batcher.submit([i])) for i in (2, 3, 4)]
+        await asyncio.sleep(0)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0)
+        recorder.release.set()
+        await asyncio.wait_for(closing, 10.0)
+        # close() returned only once every queued text had its answer.
+        assert busy.done() and all(q.done() for q in queued)
+        assert [q.result() for q in queued] == [[4], [6], [8]]
+        assert recorder.batches == [[1], [2, 3], [4]]
+        with pytest.raises(RuntimeError, match="closed"):
+            await batcher.submit([5])
+
+    run_limited(scenario())
+
+
+def test_close_does_not_wait_out_the_batch_delay() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder, max_batch_size=4, max_batch_delay=3600.0)
+        batcher.start()
+        lone = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.sleep(0.01)  # the batcher waits for company
+        await asyncio.wait_for(batcher.close(), 10.0)
+        assert lone.result() == [2]
+
+    run_limited(scenario())
+
+
+def test_a_failed_request_frees_its_texts_still_queued() -> None:
+    """A three-text request split over two batches: the first batch fails, so its third text
+    (waiting for the next batch) is never computed: the caller already has its error."""
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder, max_batch_size=2, max_batch_delay=3600.0)
+        batcher.start()
+        with pytest.raises(RuntimeError, match="negative input"):
+            await asyncio.wait_for(batcher.submit([-1, 2, 3]), 10.0)
+        await asyncio.wait_for(batcher.close(), 10.0)
+        assert recorder.batches == [[-1, 2]]
+
+    run_limited(scenario())
+
+
+@pytest.mark.parametrize("dropped", ["cancelled", "expired"])
+def test_a_dropped_text_does_not_split_the_batch_around_it(dropped: str) -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.release.clear()
+        batcher = _batcher(recorder, max_batch_size=4)
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.to_thread(recorder.started.wait, 10)
+        before = asyncio.ensure_future(batcher.submit([2]))
+        gone = asyncio.ensure_future(batcher.submit([9], timeout=0.0 if dropped == "expired" else None))
+        after = asyncio.ensure_future(batcher.submit([3]))
+        await asyncio.sleep(0.01)
+        if dropped == "cancelled":
+            gone.cancel()
+        recorder.release.set()
+        assert await before == [4] and await after == [6]
+        await asyncio.gather(busy, gone, return_exceptions=True)
+        await batcher.close()
+        assert recorder.batches == [[1], [2, 3]]
+
+    run_limited(scenario())
+
+
+def _sample(metrics: ServerMetrics, name: str, **labels: str) -> float:
+    metrics.buffer.flush()
+    value = metrics.registry.get_sample_value(name, {"model": "tiny", **labels})
+    return 0.0 if value is None else value
+
+
+def test_queue_batch_and_model_metrics_follow_the_batches() -> None:
+    """rnn_sentiment_queue_depth, _queue_seconds, _batch_size and _model_seconds{kind="predict"}:
+    what the operator's dashboard reads about the model queue."""
+
+    async def scenario() -> None:
+        metrics = ServerMetrics.create()
+        recorder = Recorder()
+        recorder.release.clear()
+        batcher = MicroBatcher(recorder, ModelThread("test-model"), max_batch_size=4, max_queue=100,  # type: ignore[arg-type]
+                               metrics=metrics.for_model("tiny", ["negative", "positive"]))
+        batcher.start()
+        busy = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.to_thread(recorder.started.wait, 10)
+        waiting = asyncio.ensure_future(batcher.submit([2, 3, 4]))
+        await asyncio.sleep(0)
+        assert _sample(metrics, "rnn_sentiment_queue_depth") == 3  # three texts wait behind the busy batch
+        await asyncio.sleep(0.2)
+        recorder.release.set()
+        assert await busy == [2] and await waiting == [4, 6, 8]
+        await batcher.close()
+        assert _sample(metrics, "rnn_sentiment_queue_depth") == 0
+        # Two forward passes: one text, then three.
+        assert _sample(metrics, "rnn_sentiment_batch_size_count") == 2
+        assert _sample(metrics, "rnn_sentiment_batch_size_sum") == 4
+        # Each text's wait is counted once; the three behind the busy batch waited 0.2 s or more.
+        assert _sample(metrics, "rnn_sentiment_queue_seconds_count") == 4
+        assert 0.6 <= _sample(metrics, "rnn_sentiment_queue_seconds_sum") < 20
+        # Model time per pass; the first pass was held 0.2 s or more.
+        assert _sample(metrics, "rnn_sentiment_model_seconds_count", kind="predict") == 2
+        assert 0.2 <= _sample(metrics, "rnn_sentiment_model_seconds_sum", kind="predict") < 20
+
+    run_limited(scenario())
+
+
+def test_a_failed_pass_is_timed_too() -> None:
+    async def scenario() -> None:
+        metrics = ServerMetrics.create()
+        batcher = MicroBatcher(Recorder(), ModelThread("test-model"), max_batch_size=4, max_queue=100,  # type: ignore[arg-type]
+                               metrics=metrics.for_model("tiny", ["negative", "positive"]))
+        batcher.start()
+        with pytest.raises(RuntimeError):
+            await batcher.submit([-1])
+        await batcher.close()
+        assert _sample(metrics, "rnn_sentiment_model_seconds_count", kind="predict") == 1
+        assert _sample(metrics, "rnn_sentiment_batch_size_count") == 1
+
+    run_limited(scenario())
+
+
+def test_a_batch_function_that_miscounts_fails_its_callers_and_the_batcher_goes_on() -> None:
+    """A run_batch returning fewer results than texts is a model error for that batch's callers
+    only: later calls are still answered (the loop must not die and strand them)."""
+
+    class DropsTheLastOfThree(Recorder):
+        def __call__(self, items: list[int]) -> list[int]:
+            doubled = super().__call__(items)
+            return doubled[:-1] if len(items) == 3 else doubled
+
+    async def scenario() -> None:
+        batcher = _batcher(DropsTheLastOfThree())
+        batcher.start()
+        with pytest.raises(ValueError):
+            await batcher.submit([1, 2, 3])
+        assert await batcher.submit([4]) == [8]
+        await batcher.close()
+
+    run_limited(scenario())

@@ -78,10 +78,12 @@ def test_shutdown_finishes_what_is_queued_then_refuses_new_calls() -> None:
                    for i in range(3)]
         await asyncio.sleep(0)  # one loop turn: the three calls are queued (the first one blocked)
         stopping = asyncio.ensure_future(asyncio.to_thread(model_thread.shutdown))
+        await asyncio.sleep(0.05)
+        assert not stopping.done()  # shutdown blocks while calls are queued
         release.set()
         await stopping
+        assert done == [0, 1, 2]  # ...and returns only once they have run
         await asyncio.gather(*pending)
-        assert done == [0, 1, 2]
         with pytest.raises(RuntimeError, match="shut down"):
             await model_thread.run(lambda: None)
 

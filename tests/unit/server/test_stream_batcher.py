@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import weakref
-from typing import AsyncIterator
+from typing import Any, AsyncIterator, Coroutine, TypeVar
 
 import grpc
 import pytest
@@ -18,6 +19,17 @@ from rnn_sentiment.server.model_thread import ModelThread
 from rnn_sentiment.server.stream_batcher import StreamBatcher
 from rnn_sentiment.server.stream_sessions import StreamLimits, StreamRegistry
 from tests.support import write_untrained_checkpoint
+
+
+T = TypeVar("T")
+LIMIT_SECONDS = 20.0  # far above any scenario here, far below the per-test timeout
+
+
+def run_limited(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run, failing after LIMIT_SECONDS: a caller whose answer is lost fails the test at
+    once instead of hanging it."""
+    return asyncio.run(asyncio.wait_for(main, LIMIT_SECONDS))
+
 
 WORDS = [["a", "good"], ["film"], ["not", "bad", "."], ["a"], [","], ["bad", "film", "good"]]
 
@@ -63,7 +75,7 @@ def test_chunks_ready_together_advance_in_one_model_thread_call(stepper, max_bat
         return await asyncio.gather(*(batcher.advance(s, w, False) for s, w in zip(states, WORDS)))
 
     try:
-        answers = asyncio.run(main())
+        answers = run_limited(main())
     finally:
         thread.shutdown()
     assert recording.calls == expected_calls
@@ -90,7 +102,7 @@ def test_chunks_arriving_within_the_gather_window_share_one_call(stepper) -> Non
         return await asyncio.gather(first, second, third)
 
     try:
-        answers = asyncio.run(main())
+        answers = run_limited(main())
     finally:
         thread.shutdown()
     assert recording.calls == [3]
@@ -106,7 +118,7 @@ def test_a_full_batch_does_not_wait_out_the_gather_window(stepper) -> None:
         return await asyncio.wait_for(asyncio.gather(*(batcher.advance(start, ["a"], False) for _ in range(4))), 60)
 
     try:
-        asyncio.run(main())
+        run_limited(main())
     finally:
         thread.shutdown()
     assert recording.calls == [4]
@@ -124,7 +136,7 @@ def test_a_cancelled_chunk_does_not_stop_the_others(stepper) -> None:
         return await kept
 
     try:
-        state, result = asyncio.run(main())
+        state, result = run_limited(main())
     finally:
         thread.shutdown()
     assert recording.calls == [1]
@@ -163,7 +175,7 @@ def test_an_idle_session_ends_with_deadline_exceeded_and_the_drain_with_unavaila
         await registry.stop()
         return idle_end.value, drain_end.value
 
-    idle_error, drain_error = asyncio.run(main())
+    idle_error, drain_error = run_limited(main())
     assert idle_error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "idle for 0.05 s" in idle_error.message
     assert drain_error.code == grpc.StatusCode.UNAVAILABLE and "grace period" in drain_error.message
 
@@ -198,7 +210,7 @@ def test_a_stream_that_keeps_sending_outlives_its_idle_timeout_and_frees_its_tim
                 received.append(message)
         return received, session._timer
 
-    received, timer = asyncio.run(main())
+    received, timer = run_limited(main())
     assert received == [str(i) for i in range(30)]
     assert timer is None  # leaving the registry cancelled it
 
@@ -217,5 +229,107 @@ def test_a_caller_cancelling_a_waiting_stream_is_a_cancel_not_an_idle_end() -> N
         with pytest.raises(asyncio.CancelledError):
             await waiting
 
-    asyncio.run(main())
+    run_limited(main())
     assert registry.open_count == 0
+
+
+def make_default_batcher(stepper) -> tuple[StreamBatcher, RecordingStepper, ModelThread, ServerMetrics]:
+    """As the server builds it (server/stream_sentiment.py): the documented defaults."""
+    metrics = ServerMetrics.create()
+    recording = RecordingStepper(stepper)
+    thread = ModelThread("test-model")
+    histogram = metrics.buffer.histogram(metrics.model_seconds.labels("tiny", "stream"))
+    return StreamBatcher(recording, thread, histogram), recording, thread, metrics  # type: ignore[arg-type]
+
+
+def test_by_default_a_batch_holds_256_streams_and_a_full_one_does_not_wait(stepper) -> None:
+    """docs/streaming.md: "a full batch (256 streams) never waits"; a lone chunk waits at most 3 ms."""
+    batcher, recording, thread, _ = make_default_batcher(stepper)
+
+    async def main() -> float:
+        start = batcher.start_state()
+        await asyncio.gather(*(batcher.advance(start, ["a"], False) for _ in range(257)))
+        began = time.monotonic()
+        await batcher.advance(start, ["good"], False)
+        return time.monotonic() - began
+
+    try:
+        lone = run_limited(main())
+    finally:
+        thread.shutdown()
+    assert recording.calls == [256, 1, 1]
+    assert lone < 0.5, f"a lone chunk took {lone:.3f} s"
+
+
+def test_by_default_chunks_a_few_loop_turns_apart_share_a_call(stepper) -> None:
+    # Without the gather window each would be a call of its own. Three tries: the window is 3 ms
+    # of wall clock, which a loaded machine can take from a few loop turns now and then.
+    batcher, recording, thread, _ = make_default_batcher(stepper)
+
+    async def pair() -> None:
+        start = batcher.start_state()
+        first = asyncio.ensure_future(batcher.advance(start, ["a"], False))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        await asyncio.gather(first, batcher.advance(start, ["good"], False))
+
+    async def main() -> None:
+        for _ in range(3):
+            await pair()
+
+    try:
+        run_limited(main())
+    finally:
+        thread.shutdown()
+    assert 2 in recording.calls, f"calls {recording.calls}"
+
+
+class FailingStepper(RecordingStepper):
+    """The real stepper, except that a chunk holding "boom" fails the whole call."""
+
+    def advance(self, states, chunks, want_steps):
+        self.calls.append(len(states))
+        if any("boom" in chunk for chunk in chunks):
+            raise ValueError("model call failed")
+        return self.stepper.advance(states, chunks, want_steps)
+
+
+def test_a_failed_call_fails_every_stream_in_it_and_the_next_call_runs(stepper) -> None:
+    metrics = ServerMetrics.create()
+    failing = FailingStepper(stepper)
+    thread = ModelThread("test-model")
+    histogram = metrics.buffer.histogram(metrics.model_seconds.labels("tiny", "stream"))
+    batcher = StreamBatcher(failing, thread, histogram, gather_seconds=0.0)  # type: ignore[arg-type]
+
+    async def main():
+        start = batcher.start_state()
+        failed = await asyncio.gather(batcher.advance(start, ["boom"], False), batcher.advance(start, ["a"], False),
+                                      return_exceptions=True)
+        after = await batcher.advance(start, ["good"], False)
+        return failed, after
+
+    try:
+        failed, (state, _) = run_limited(main())
+    finally:
+        thread.shutdown()
+    assert failing.calls == [2, 1]
+    assert all(isinstance(error, ValueError) and "model call failed" in str(error) for error in failed)
+    assert state.tokens_read == 1
+    metrics.buffer.flush()
+    # Both calls are timed, the failed one too: rnn_sentiment_model_seconds{kind="stream"}.
+    labels = {"model": "tiny", "kind": "stream"}
+    assert metrics.registry.get_sample_value("rnn_sentiment_model_seconds_count", labels) == 2
+    assert 0 < metrics.registry.get_sample_value("rnn_sentiment_model_seconds_sum", labels) < 10
+
+
+def test_a_retired_model_version_fails_its_streams_chunks(stepper) -> None:
+    batcher, _, thread = make_batcher(stepper)
+    thread.shutdown()
+    del thread
+    gc.collect()
+
+    async def main():
+        return await batcher.advance(batcher.start_state(), ["a"], False)
+
+    with pytest.raises(RuntimeError, match="retired"):
+        run_limited(main())
