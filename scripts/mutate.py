@@ -109,13 +109,17 @@ def init_session(target: Target) -> Path:
         return session
     session.unlink(missing_ok=True)
     session.with_suffix(".prepass.json").unlink(missing_ok=True)
+    # The source as init is about to read it: saved as read *before* init, an edit made while
+    # init runs leaves the saved copy unequal to the file, so the next run starts afresh (saved
+    # after, it matched the new file while the mutants' positions were the old file's).
+    source = (REPO / target.module).read_text()
     write_config(target, config)
     bin_dir = Path(sys.executable).parent
     # init only reads the module: the checkout itself will do
     subprocess.run([str(bin_dir / "cosmic-ray"), "init", str(config), str(session)], cwd=REPO, check=True)
     subprocess.run([str(bin_dir / "cr-filter-operators"), str(session), str(config)], cwd=REPO, check=True)
     subprocess.run([str(bin_dir / "cr-filter-pragma"), str(session)], cwd=REPO, check=True)
-    (session.with_suffix(".source")).write_text((REPO / target.module).read_text())
+    (session.with_suffix(".source")).write_text(source)
     return session
 
 
