@@ -1,4 +1,5 @@
-"""Test support: start a real server process on a loopback port and stop exactly it."""
+"""Test support: start a real server process on a loopback port and stop exactly it; or a
+scripted stand-in gRPC server inside the test process."""
 
 from __future__ import annotations
 
@@ -8,8 +9,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+from concurrent import futures
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHIPPED_MODELS = REPO_ROOT / "model" / "checkpoints"
@@ -21,6 +27,21 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def stand_in_server(register: Callable[[grpc.Server], None], threads: int = 4) -> Iterator[str]:
+    """A gRPC server in this process on a free loopback port, serving what `register` adds to it
+    (a scripted stand-in for the real server, to see exactly what a client sends or how it takes
+    an answer); yields its target and stops it at the end."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=threads))
+    register(server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(0)
 
 
 @dataclass

@@ -12,7 +12,6 @@ import asyncio
 import dataclasses
 import threading
 import time
-from concurrent import futures
 from typing import Iterator
 
 import grpc
@@ -24,7 +23,7 @@ from rnn_sentiment.client import (
 from rnn_sentiment.server.errors import resource_exhausted
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from tests.support import ServerProcess
+from tests.support import ServerProcess, stand_in_server
 
 
 class OverloadedOnce(pb_grpc.SentimentServiceServicer):
@@ -52,12 +51,9 @@ class _Status(grpc.Status):
 @pytest.fixture
 def overloaded() -> Iterator[tuple[OverloadedOnce, str]]:
     service = OverloadedOnce()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    pb_grpc.add_SentimentServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield service, f"127.0.0.1:{port}"
-    server.stop(0)
+    with stand_in_server(lambda server: pb_grpc.add_SentimentServiceServicer_to_server(service, server),
+                         threads=2) as target:
+        yield service, target
 
 
 def test_resource_exhausted_reaches_the_caller_by_default(overloaded: tuple[OverloadedOnce, str]) -> None:

@@ -168,7 +168,9 @@ def test_the_async_stream_fails_over_too(two_servers: tuple[ServerProcess, Serve
 
 
 def test_a_stream_the_server_ended_as_idle_is_reopened_on_the_next_chunk() -> None:
-    with ServerProcess(extra_args=["--stream-idle-seconds", "1"]) as server, SentimentClient(server.target) as client:
+    # --max-text-chars 1000: the lowest per-chunk limit a replay is cut to fit (client/stream_core.py).
+    with ServerProcess(extra_args=["--stream-idle-seconds", "1", "--max-text-chars", "1000"]) as server, \
+            SentimentClient(server.target) as client:
         expected = client.predict(TEXT).predictions[0]
         with client.stream() as stream:
             stream.send(CHUNKS[0])
@@ -189,6 +191,15 @@ def test_a_stream_the_server_ended_as_idle_is_reopened_on_the_next_chunk() -> No
                 time.sleep(0.1)
             bounded.send(CHUNKS[1])  # a stream with its own deadline is not reopened
         assert own_deadline.value.code == "DEADLINE_EXCEEDED" and "idle" in own_deadline.value.message
+        # A text longer than the server takes in one chunk, sent in small chunks, is replayed in
+        # pieces the server accepts.
+        with client.stream() as long_stream:
+            for _ in range(60):
+                long_stream.send("a warm , funny film ")  # 5 tokens, 1,200 characters in all
+            while open_streams(server) > 0:
+                time.sleep(0.1)
+            assert long_stream.send("ok ").prediction.text_token_count == 301  # every token read once
+        assert long_stream.reopened == 1
 
 
 def open_streams(server: ServerProcess) -> float:
@@ -206,3 +217,23 @@ def serving_stream(*servers: ServerProcess) -> ServerProcess:
         if open_streams(server) > 0:
             return server
     raise AssertionError("no server reports an open stream")
+
+
+def test_predict_stream_keeps_64_requests_ahead_of_the_answers_and_no_more(client: SentimentClient) -> None:
+    # SentimentClient.predict_stream: texts are read lazily, at most 64 requests ahead of the answers.
+    pulled = 0
+
+    def texts() -> Iterator[str]:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield TEXTS[i % len(TEXTS)]
+
+    stream = client.predict_stream(texts())
+    assert next(stream).label  # one answer taken: 65 requests may be sent, the 66th text waits
+    deadline = time.monotonic() + 30
+    while pulled < 66 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # time enough to read further, were it allowed to
+    assert pulled == 66
+    stream.close()  # type: ignore[attr-defined]

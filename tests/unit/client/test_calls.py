@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from concurrent import futures
+import threading
+import time
 from typing import Any, Iterator
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from rnn_sentiment.client import AsyncSentimentClient, SentimentClient
+from rnn_sentiment.client import AsyncSentimentClient, SentimentClient, SentimentError
 from rnn_sentiment.client.calls import (
     Stubs, UnaryCall, health_call, list_models_call, model_info_call, predict_call, trace_call,
 )
 from rnn_sentiment.v1 import sentiment_pb2 as pb
+from tests.support import free_port, stand_in_server
 
 UNARY_METHODS = ("predict", "trace", "model_info", "list_models", "health")
 
@@ -100,12 +102,9 @@ class DeadlineRecordingHealth(health_pb2_grpc.HealthServicer):
 @pytest.fixture
 def deadline_server() -> Iterator[tuple[DeadlineRecordingHealth, str]]:
     service = DeadlineRecordingHealth()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-    health_pb2_grpc.add_HealthServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield service, f"127.0.0.1:{port}"
-    server.stop(0)
+    with stand_in_server(lambda server: health_pb2_grpc.add_HealthServicer_to_server(service, server),
+                         threads=2) as target:
+        yield service, target
 
 
 def test_a_call_without_a_timeout_reaches_the_server_with_the_documented_10_s_deadline(
@@ -127,3 +126,97 @@ def test_a_call_without_a_timeout_reaches_the_server_with_the_documented_10_s_de
         # travels as a grpc-timeout header whose units can round it up a little (10.1 s seen in CI);
         # 9 s or 11 s would be a different default.
         assert remaining is not None and 9.5 < remaining <= 10.5, service.time_remaining
+
+
+def test_both_clients_are_opened_with_the_same_keyword_arguments_and_defaults() -> None:
+    # docs/sdk.md documents one table of constructor arguments for both clients; everything after
+    # the target is keyword-only, so a future reordering can never rebind a caller's argument.
+    blocking = inspect.signature(SentimentClient.__init__).parameters
+    awaited = inspect.signature(AsyncSentimentClient.__init__).parameters
+    assert [(p.name, p.kind, p.default) for p in blocking.values()] == \
+        [(p.name, p.kind, p.default) for p in awaited.values()]
+    options = [p for name, p in blocking.items() if name not in ("self", "target")]
+    assert options and all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in options)
+    assert blocking["wait_for_ready"].default is False
+
+
+@pytest.mark.parametrize("name", ["stream", "predict_stream", "predict_many", "wait_until_serving"])
+def test_both_clients_take_the_same_arguments_and_defaults_for_streams_and_waits(name: str) -> None:
+    # The asyncio client documents these as SentimentClient's (its texts may also be an async iterable).
+    def shape(method: Any) -> list[tuple[str, Any, Any]]:
+        return [(p.name, p.kind, p.default) for p in inspect.signature(method).parameters.values()]
+
+    assert shape(getattr(SentimentClient, name)) == shape(getattr(AsyncSentimentClient, name))
+
+
+@pytest.mark.parametrize("name", ["predict_many", "wait_until_serving"])
+def test_the_asyncio_clients_help_is_the_blocking_clients(name: str) -> None:
+    # help(AsyncSentimentClient.wait_until_serving) reads as SentimentClient's: one text, kept once.
+    blocking = getattr(SentimentClient, name).__doc__
+    assert blocking and getattr(AsyncSentimentClient, name).__doc__ == blocking
+
+
+def _health_code(client_class: type, target: str, **options: Any) -> tuple[str, float]:
+    """The SentimentError code of a health call, and how long the call took."""
+    async def awaited() -> None:
+        async with client_class(target, retry=False, **options) as client:
+            await client.health()
+
+    started = time.monotonic()
+    with pytest.raises(SentimentError) as raised:
+        if client_class is AsyncSentimentClient:
+            asyncio.run(awaited())
+        else:
+            with client_class(target, retry=False, **options) as client:
+                client.health()
+    return raised.value.code, time.monotonic() - started
+
+
+@pytest.mark.parametrize("client_class", [SentimentClient, AsyncSentimentClient])
+def test_a_call_to_an_address_nobody_listens_on_fails_unavailable_at_once_unless_told_to_wait(
+    client_class: type,
+) -> None:
+    # docs/sdk.md: wait_for_ready is off by default "so a wrong address or TLS setting fails fast".
+    target = f"127.0.0.1:{free_port()}"
+    code, seconds = _health_code(client_class, target, timeout=5.0)
+    assert code == "UNAVAILABLE" and seconds < 4.0
+    code, _ = _health_code(client_class, target, timeout=0.5, wait_for_ready=True)
+    assert code == "DEADLINE_EXCEEDED"  # waited for a server up to the deadline
+
+
+@pytest.fixture
+def health_server() -> Iterator[tuple[health.HealthServicer, str]]:
+    """grpc's own health service, NOT_SERVING until a test says otherwise."""
+    service = health.HealthServicer()
+    service.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    with stand_in_server(lambda server: health_pb2_grpc.add_HealthServicer_to_server(service, server)) as target:
+        yield service, target
+
+
+@pytest.mark.parametrize("client_class", [SentimentClient, AsyncSentimentClient])
+def test_wait_until_serving_returns_once_health_says_serving_and_not_before(
+    client_class: type, health_server: tuple[health.HealthServicer, str],
+) -> None:
+    service, target = health_server
+
+    def wait(timeout: float) -> None:
+        if client_class is SentimentClient:
+            with SentimentClient(target) as client:
+                client.wait_until_serving(timeout=timeout)
+            return
+
+        async def awaited() -> None:
+            async with AsyncSentimentClient(target) as client:
+                await client.wait_until_serving(timeout=timeout)
+
+        asyncio.run(awaited())
+
+    with pytest.raises(SentimentError) as raised:
+        wait(0.5)  # NOT_SERVING throughout: waits out its deadline
+    assert raised.value.code == "DEADLINE_EXCEEDED"
+    timer = threading.Timer(0.3, service.set, ("", health_pb2.HealthCheckResponse.SERVING))
+    timer.start()
+    started = time.monotonic()
+    wait(30)
+    assert 0.2 < time.monotonic() - started < 20  # returned when SERVING came, not before
+    timer.join()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent import futures
 from typing import AsyncIterator, Iterator
 
 import grpc
@@ -17,6 +16,7 @@ import pytest
 from rnn_sentiment.client import AsyncSentimentClient, SentimentClient, SentimentError
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from tests.support import stand_in_server
 
 LIMIT = 7
 
@@ -54,12 +54,9 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
 @pytest.fixture
 def recorded() -> Iterator[tuple[RecordingSentimentService, str]]:
     service = RecordingSentimentService()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
-    pb_grpc.add_SentimentServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield service, f"127.0.0.1:{port}"
-    server.stop(0)
+    with stand_in_server(lambda server: pb_grpc.add_SentimentServiceServicer_to_server(service, server),
+                         threads=8) as target:
+        yield service, target
 
 
 TEXTS = [f"text {i}" for i in range(100)]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent import futures
 from typing import Iterator
 
 import grpc
@@ -18,6 +17,7 @@ from rnn_sentiment.client import AsyncSentimentClient, SentimentClient, Sentimen
 from rnn_sentiment.client.channel import DEFAULT_RETRY_POLICY
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
+from tests.support import stand_in_server
 
 
 class ScriptedSentimentService(pb_grpc.SentimentServiceServicer):
@@ -42,12 +42,8 @@ class ScriptedSentimentService(pb_grpc.SentimentServiceServicer):
 @pytest.fixture
 def scripted() -> Iterator[tuple[ScriptedSentimentService, str]]:
     service = ScriptedSentimentService()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_SentimentServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    yield service, f"127.0.0.1:{port}"
-    server.stop(0)
+    with stand_in_server(lambda server: pb_grpc.add_SentimentServiceServicer_to_server(service, server)) as target:
+        yield service, target
 
 
 def test_a_call_succeeds_across_one_unavailable(scripted: tuple[ScriptedSentimentService, str]) -> None:

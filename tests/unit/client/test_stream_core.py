@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -95,3 +97,43 @@ def test_a_stream_error_becomes_the_unary_calls_sentiment_error() -> None:
     assert error_of(pb.StreamPredictResponse(id="8", error=pb.StreamError(code=8, message="full"))).code == \
         "RESOURCE_EXHAUSTED"
     assert error_of(pb.StreamPredictResponse(id="9", response=pb.PredictResponse())) is None
+
+
+def test_streams_fail_over_only_when_the_channels_policy_retries_unavailable() -> None:
+    # A caller's own service config decides: no retry policy, or one that retries other codes
+    # only, means a failed stream is not reopened either.
+    def backoff(service_config: dict) -> Backoff | None:  # type: ignore[type-arg]
+        return Backoff.from_channel_options([("grpc.enable_retries", 1),
+                                             ("grpc.service_config", json.dumps(service_config))])
+
+    overload_only = {"maxAttempts": 3, "initialBackoff": "0.5s", "maxBackoff": "1s", "backoffMultiplier": 2,
+                     "retryableStatusCodes": ["RESOURCE_EXHAUSTED"]}
+    assert backoff({"methodConfig": [{"name": [{}], "timeout": "5s"}]}) is None
+    assert backoff({"methodConfig": [{"name": [{}], "retryPolicy": overload_only}]}) is None
+    assert backoff({}) is None
+    # The first policy that retries UNAVAILABLE is the one streams follow.
+    both = {**overload_only, "retryableStatusCodes": ["RESOURCE_EXHAUSTED", "UNAVAILABLE"]}
+    assert backoff({"methodConfig": [{"name": [{}], "timeout": "5s"}, {"name": [{}], "retryPolicy": both}]}) == \
+        Backoff(3, 0.5, 1.0, 2.0)
+
+
+def test_streams_do_not_fail_over_when_the_caller_turned_grpcs_retries_off() -> None:
+    # Retries off by the channel option alone: the default service config is still there, unused.
+    off = channel_settings(options=[("grpc.enable_retries", 0)], environ={})
+    assert dict(off.options)["grpc.service_config"] and Backoff.from_channel_options(off.options) is None
+    own_config = RetryPolicy(max_attempts=4).service_config()
+    assert Backoff.from_channel_options(channel_settings(
+        retry=False, options=[("grpc.service_config", own_config)], environ={}).options) is None
+    assert Backoff.from_channel_options(channel_settings(
+        options=[("grpc.service_config", own_config)], environ={}).options) == Backoff(max_attempts=4)
+    # Retries on but no service config: nothing to follow.
+    assert Backoff.from_channel_options([("grpc.enable_retries", 1)]) is None
+
+
+def test_a_replay_takes_as_few_messages_as_1000_character_pieces_allow() -> None:
+    # Each replayed piece is a chunk the server counts (rnn_sentiment_stream_chunks_total) and
+    # steps: 2,500 acknowledged characters go back in three messages, not more.
+    sent = SentText(model="m", include_steps=False)
+    for _ in range(125):
+        sent.acknowledge("a fine film, really ")  # 20 characters
+    assert [len(p.text) for p in sent.replay()] == [1000, 1000, 500]
