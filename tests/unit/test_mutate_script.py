@@ -151,3 +151,31 @@ def test_the_copy_imports_every_package_of_the_install(tmp_path):
         linked = work / "shim" / "rnn_sentiment" / name
         assert linked.resolve() == (work / "tree" / folder).resolve()
         assert any(linked.glob("*.py")), name
+
+
+def test_a_module_edited_while_its_session_is_made_is_made_afresh_on_the_next_run(tmp_path, monkeypatch):
+    """The saved source is the text cosmic-ray init read: an edit landing during init must leave
+    it unequal to the file, or the session's mutant positions (the old text's) are kept for the
+    new text, and mutants are judged by the wrong lines' tests."""
+    _classify()  # loads scripts/mutate.py as the module mutate_script
+    script = sys.modules["mutate_script"]
+    module = tmp_path / "pkg" / "limits.py"
+    module.parent.mkdir()
+    module.write_text(SOURCE)
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "mutate_targets.toml").write_text((SCRIPTS / "mutate_targets.toml").read_text())
+    monkeypatch.setattr(script, "REPO", tmp_path)
+    monkeypatch.setattr(script, "TARGETS", tmp_path / "scripts" / "mutate_targets.toml")
+    monkeypatch.setattr(script, "STATE", tmp_path / "state")
+    real_run = script.subprocess.run
+
+    def run_then_edit(command, *args, **kwargs):
+        result = real_run(command, *args, **kwargs)
+        if Path(command[0]).name == "cosmic-ray" and command[1] == "init":
+            module.write_text("# a line added while init ran\n" + SOURCE)  # every position moves
+        return result
+
+    monkeypatch.setattr(script.subprocess, "run", run_then_edit)
+    target = script.Target("pkg/limits.py", "server", ("tests/unit/test_a.py",), 60.0)
+    session = script.init_session(target)
+    assert not script._source_unchanged(target, session)  # so the next run makes it again
