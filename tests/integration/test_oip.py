@@ -248,3 +248,54 @@ def test_bearer_tokens_guard_the_oip_service(server_with_tokens: ServerProcess) 
         response = stub.ModelInfer(infer_request(["good"], model=""), timeout=30,
                                    metadata=(("authorization", "Bearer oip-token"),))
         assert response.model_name == "sst2-rnn"
+
+
+def test_readiness_follows_the_server_state_loading_serving_draining(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Readiness is what a load balancer or KServe probes: not ready before the models load and
+    while draining (when ModelInfer is UNAVAILABLE, retried elsewhere), ready in between, with the
+    default model named by "" and any version by ""."""
+    import asyncio
+
+    from rnn_sentiment.server.app import bind_server
+    from rnn_sentiment.server.config import ServerConfig
+    from tests.support import write_untrained_checkpoint
+
+    write_untrained_checkpoint(tmp_path / "tiny", "tiny", "v1")
+
+    async def scenario() -> None:
+        config = ServerConfig(address="127.0.0.1:0", metrics_address="", torch_threads=1, model_dir=str(tmp_path))
+        running = await bind_server(config)
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+                stub = oip_grpc.GRPCInferenceServiceStub(channel)
+
+                async def readiness() -> tuple[bool, ...]:
+                    return (
+                        (await stub.ServerLive(oip.ServerLiveRequest(), timeout=10)).live,
+                        (await stub.ServerReady(oip.ServerReadyRequest(), timeout=10)).ready,
+                        (await stub.ModelReady(oip.ModelReadyRequest(name="tiny"), timeout=10)).ready,
+                        (await stub.ModelReady(oip.ModelReadyRequest(), timeout=10)).ready,
+                        (await stub.ModelReady(oip.ModelReadyRequest(version="v1"), timeout=10)).ready,
+                        (await stub.ModelReady(oip.ModelReadyRequest(version="v2"), timeout=10)).ready,
+                    )
+
+                async def infer_code() -> grpc.StatusCode:
+                    try:
+                        await stub.ModelInfer(infer_request(["good"], model=""), timeout=10)
+                    except grpc.aio.AioRpcError as error:
+                        return error.code()
+                    return grpc.StatusCode.OK
+
+                assert await readiness() == (True, False, False, False, False, False)
+                assert await infer_code() == grpc.StatusCode.UNAVAILABLE
+                await running.load_models()
+                assert await readiness() == (True, True, True, True, True, False)
+                assert await infer_code() == grpc.StatusCode.OK
+                running.state.draining = True  # the drain's state once SIGTERM arrives
+                assert await readiness() == (True, False, False, False, False, False)
+                assert await infer_code() == grpc.StatusCode.UNAVAILABLE
+                running.state.draining = False
+        finally:
+            await running.drain()
+
+    asyncio.run(scenario())

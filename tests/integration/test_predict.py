@@ -164,3 +164,39 @@ def test_model_info_reads_the_truncation_a_server_sends_and_an_older_servers_sil
     head = ModelInfo.from_message(pb.ModelInfo(name="new", max_tokens=64, truncation=pb.TRUNCATION_HEAD,
                                                truncation_head_tokens=64))
     assert (head.truncation, head.truncation_head_tokens) == ("head", 64)
+
+
+def test_model_info_of_a_model_without_a_training_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """An untrained checkpoint (no training record) is described from its config, and its dev
+    accuracy is 0 (unknown), never a made-up value; the served limits are the server's."""
+    import asyncio
+
+    from rnn_sentiment.client import AsyncSentimentClient
+    from rnn_sentiment.server.app import bind_server
+    from rnn_sentiment.server.config import ServerConfig
+    from tests.support import write_untrained_checkpoint
+
+    write_untrained_checkpoint(tmp_path / "tiny", "tiny", "v1", cell="lstm")
+
+    async def scenario() -> ModelInfo:
+        config = ServerConfig(address="127.0.0.1:0", metrics_address="", torch_threads=1, model_dir=str(tmp_path),
+                              max_tokens=48, truncation="head")
+        running = await bind_server(config)
+        try:
+            await running.load_models()
+            async with AsyncSentimentClient(f"127.0.0.1:{running.port}") as client:
+                return await client.model_info()
+        finally:
+            await running.drain()
+
+    info = asyncio.run(scenario())
+    assert (info.name, info.version, info.is_default) == ("tiny", "v1", True)
+    assert info.dev_accuracy == 0.0
+    arch = info.architecture
+    assert (arch.cell_type, arch.num_layers, arch.embedding_dim, arch.hidden_size, arch.bidirectional,
+            arch.pooling, arch.subword_buckets) == ("lstm", 1, 8, 8, False, "last", 0)
+    assert arch.parameter_count > 0
+    assert info.labels == ("negative", "positive")
+    assert info.vocabulary_size >= 7  # the seven words written, plus the special tokens
+    assert (info.max_tokens, info.truncation, info.truncation_head_tokens) == (48, "head", 48)
+    assert info.device == "cpu" and len(info.checkpoint_sha256) == 64

@@ -125,6 +125,24 @@ def test_top_k_units_keep_the_most_active_units_exactly(client: SentimentClient)
     assert client.trace(TEXT, top_k_units=width + 10).hidden_units == ()
 
 
+def test_top_k_units_of_zero_or_the_whole_width_keep_every_unit_unnamed(client: SentimentClient) -> None:
+    # The contract: 0 (or k >= the state's size) keeps every unit, and hidden_units is then empty.
+    full = client.trace(TEXT, top_k_units=0)
+    width = len(full.steps[0].hidden_state)
+    assert width > 1 and full.hidden_units == ()
+    whole = client.trace(TEXT, top_k_units=width)
+    assert whole.hidden_units == ()
+    assert [s.hidden_state for s in whole.steps] == [s.hidden_state for s in full.steps]
+    assert len(client.trace(TEXT, top_k_units=width - 1).hidden_units) == width - 1
+    activity = [sum(abs(s.hidden_state[u]) for s in full.steps) for u in range(width)]
+    one = client.trace(TEXT, top_k_units=1)  # the single most active unit
+    assert list(one.hidden_units) == [activity.index(max(activity))]
+    assert all(len(s.hidden_state) == 1 for s in one.steps)
+    one_word = client.trace("good", top_k_units=2)  # a one-step trace ranks its units too
+    assert len(one_word.steps) == 1 and len(one_word.hidden_units) == 2
+    assert len(one_word.steps[0].hidden_state) == 2
+
+
 def test_bad_trace_knobs_are_invalid_argument_naming_each_field(server, client: SentimentClient) -> None:
     # A raw stub: the SDK would refuse these values before sending them.
     request = pb.TraceRequest(text=TEXT, attributions=[pb.ATTRIBUTION_METHOD_OCCLUSION, 0, 42],

@@ -104,3 +104,53 @@ def test_outputs_keep_the_requested_order_with_raw_contents_at_the_same_position
 def test_predict_fields_are_renamed_for_the_oip_caller() -> None:
     assert field_for_oip("texts[3]") == "text[3]" and field_for_oip("texts") == "text"
     assert field_for_oip("model") == "model"
+
+
+def test_a_wrong_input_list_is_named_in_the_refusal_up_to_four_names() -> None:
+    request = oip.ModelInferRequest(model_name="m")
+    for name in "abcde":
+        request.inputs.add(name=name, datatype="BYTES", shape=[1])
+    field, description = refusal(texts_from_request, request, 8)
+    assert field == "inputs"
+    assert description == "must be exactly one input named 'text' (got 'a', 'b', 'c', 'd')"
+    assert refusal(texts_from_request, oip.ModelInferRequest(model_name="m"), 8)[1].endswith("(got none)")
+
+
+def test_an_empty_contents_message_beside_raw_contents_is_no_conflict() -> None:
+    # Clients that always fill the tensor's `contents` send it empty with raw_input_contents.
+    request = request_with(raw=encode_bytes_elements([b"good", b"bad"]), shape=(2,))
+    request.inputs[0].contents.SetInParent()
+    wire = oip.ModelInferRequest.FromString(request.SerializeToString())
+    assert wire.inputs[0].HasField("contents")
+    assert texts_from_request(wire, 8) == ["good", "bad"]
+
+
+def test_a_caller_s_long_names_are_echoed_cut_to_a_bounded_length() -> None:
+    # The refusal quotes what was sent, but no more than 16 characters of a datatype and 64 of an
+    # output name: a caller's megabyte name must not come back in the status.
+    datatype = "".join(chr(ord("A") + i % 26) for i in range(40))
+    field, description = refusal(texts_from_request, request_with(raw=b"", datatype=datatype), 8)
+    assert field == "inputs[0].datatype"
+    assert description == f"must be 'BYTES' (UTF-8 texts), not {datatype[:16]!r}"
+
+    name = "".join(chr(ord("a") + i % 26) for i in range(100))
+    request = oip.ModelInferRequest(outputs=[oip.ModelInferRequest.InferRequestedOutputTensor(name=name)])
+    field, description = refusal(requested_outputs, request)
+    assert field == "outputs[0].name"
+    assert description == f"must be one of 'label', 'probabilities', not {name[:64]!r}"
+
+
+def test_an_element_running_a_few_bytes_past_the_buffer_is_named_with_what_is_left() -> None:
+    # The second element claims 10 bytes where 3 are left: refused as that element's overrun, not
+    # read short and then miscounted.
+    raw = encode_bytes_elements([b"good"]) + struct.pack("<I", 10) + b"abc"
+    field, description = refusal(decode_bytes_elements, raw, 2, "raw_input_contents[0]")
+    assert field == "raw_input_contents[0]"
+    assert description == "element 1 claims 10 bytes; only 3 are left in the buffer"
+
+
+def test_exactly_the_limit_of_texts_is_accepted() -> None:
+    texts = [f"text {i}".encode() for i in range(8)]
+    request = request_with(raw=encode_bytes_elements(texts), shape=(8,))
+    assert texts_from_request(request, 8) == [t.decode() for t in texts]
+    assert refusal(texts_from_request, request, 7) == ("inputs[0].shape", "has 8 texts; the limit is 7 per request")
