@@ -176,6 +176,8 @@ def classify(worker: str | None, test: str | None, output: str | None) -> str:
         return "skipped"
     if worker == "ABNORMAL" or (test == "KILLED" and output == "timeout"):  # cosmic-ray's mark of a timeout
         return "timeout"
+    if worker == "EXCEPTION" and test == "INCOMPETENT":  # cosmic-ray could not make the mutant: nothing ran
+        return "incompetent"
     if worker != "NORMAL":
         return "error"
     if test == "SURVIVED" and (output or "").startswith(NOT_COVERED):
@@ -220,6 +222,9 @@ def report(targets: dict[str, Target]) -> str:
                 survivors.append((outcome, f"equivalent: {reason}"))
             elif result in ("survived", "not covered"):
                 survivors.append((outcome, "**survived**" + (" (no selected test executes it)" if result == "not covered" else "")))
+            elif result == "incompetent":
+                survivors.append((outcome, "not made: cosmic-ray's operator failed on this line, so no mutant ran "
+                                           "(not counted)"))
             counts[result if result in counts else "survived"] += 1
         area = by_area.setdefault(target.area, {k: 0 for k in counts})
         for k, v in counts.items():
@@ -232,8 +237,9 @@ def report(targets: dict[str, Target]) -> str:
     if not_started:
         lines += ["", f"Not started yet ({len(not_started)} modules): " + ", ".join(f"`{m}`" for m in not_started) + "."]
     lines += ["", "Timed-out mutants count as killed (the suite did not pass); not covered ones as survivors (no "
-              "selected test executes their line, so none was run). Survivors, with the reason where one is judged "
-              "equivalent (scripts/mutate_equivalent.toml):", ""]
+              "selected test executes their line, so none was run); mutants cosmic-ray could not make are listed, "
+              "not counted. Survivors, with the reason where one is judged equivalent "
+              "(scripts/mutate_equivalent.toml):", ""]
     for outcome, verdict in survivors:
         lines.append(f"- `{outcome.module}:{outcome.line}` {outcome.operator.removeprefix('core/')} "
                      f"(`{outcome.source_line[:70]}`): {verdict}")

@@ -140,6 +140,9 @@ def test_stored_results_are_counted_as_the_report_shows_them():
         == "not covered"
     assert classify("NORMAL", "SURVIVED", "5 passed") == "survived"
     assert classify(None, None, None) == "pending"
+    # cosmic-ray's operator failed (e.g. ExceptionReplacer on `except (OSError, asyncio.TimeoutError)`):
+    # no mutant ran, so it is neither a survivor nor a kill
+    assert classify("EXCEPTION", "INCOMPETENT", "Traceback (most recent call last): ...") == "incompetent"
 
 
 def test_the_copy_imports_every_package_of_the_install(tmp_path):
