@@ -182,3 +182,17 @@ def test_a_module_edited_while_its_session_is_made_is_made_afresh_on_the_next_ru
     target = script.Target("pkg/limits.py", "server", ("tests/unit/test_a.py",), 60.0)
     session = script.init_session(target)
     assert not script._source_unchanged(target, session)  # so the next run makes it again
+
+
+def test_unit_tests_run_before_tests_that_share_a_server_whatever_their_recorded_time():
+    """A module fixture's server start is charged to the first test using it: a later test on
+    that server reads as milliseconds, yet run alone it pays the start (or waits out a start the
+    mutant broke) before the unit tests that would kill the mutant at once."""
+    baseline = Baseline(startup=4.0, by_test={"tests/integration/test_tls.py::uses_the_server": 0.004,
+                                              "tests/unit/server/test_tls.py::fast": 0.01,
+                                              "tests/unit/server/test_tls.py::slower": 0.5},
+                        largest_setup=30.0, total=100.0)
+    coverage = LineCoverage(by_test={7: frozenset(baseline.by_test)})
+    plan = plan_for(range(7, 8), coverage, tuple(baseline.by_test), baseline)
+    assert plan.tests == ("tests/unit/server/test_tls.py::fast", "tests/unit/server/test_tls.py::slower",
+                          "tests/integration/test_tls.py::uses_the_server")
