@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Awaitable, Callable
@@ -181,6 +182,8 @@ def test_polling_survives_an_unreadable_entry_logs_it_once_and_keeps_polling(
         assert sum("entry unreadable" in r.getMessage() for r in caplog.records) == 1
         entry.rmdir()
         await until(lambda: any("readable again" in r.getMessage() for r in caplog.records), "recovery logged")
+        # Once, for the entry that recovered: not for every readable checkpoint at every poll.
+        assert [r.fields["path"] for r in caplog.records if "readable again" in r.getMessage()] == [str(entry)]
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
         await repository.close()
@@ -346,3 +349,251 @@ def test_an_os_error_is_described_by_its_kind_and_reason_without_its_path() -> N
     assert describe_os_error(PermissionError(errno.EACCES, "Permission denied", "/models/x")) == \
         "PermissionError: Permission denied"
     assert describe_os_error(OSError("disk gone")) == "OSError: disk gone"  # no strerror: the message
+
+
+def test_signatures_name_every_readable_checkpoint_and_a_gone_one_has_none(tmp_path: Path) -> None:
+    from rnn_sentiment.server.reloader import checkpoint_signature
+
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    signatures = directory_signatures(models)
+    assert list(signatures) == ["sst2-gru"]
+    assert [name for name, _, _ in signatures["sst2-gru"]] == sorted(p.name for p in gru.iterdir())
+    assert checkpoint_signature(gru) == signatures["sst2-gru"]
+    assert checkpoint_signature(tmp_path / "gone") == ()
+    assert directory_signatures(tmp_path / "gone") == {}
+
+
+def test_polling_reloads_a_checkpoint_only_once_its_files_have_held_still_for_a_poll(tmp_path: Path) -> None:
+    # One poll at a time (what watch() runs every poll_seconds), so the rule is checked without timing.
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    write_untrained_checkpoint(models / "sst2-rnn", "sst2-rnn", "1.0.0", seed=1)
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models, directory_signatures(models))
+        pending: dict = {}
+        await reloader._poll(pending)  # nothing changed: nothing to wait for
+        assert pending == {}
+        for version in ("2.0.0", "3.0.0"):  # a copy still in progress: changed at every poll
+            set_config(gru, version=version)
+            await reloader._poll(pending)
+            assert repository.resolve("sst2-gru").loaded.version == "1.0.0"
+        await reloader._poll(pending)  # held still for one poll: reloaded
+        assert repository.resolve("sst2-gru").loaded.version == "3.0.0"
+        assert pending == {}
+        for _ in range(3):
+            await reloader._poll(pending)
+        for model in ("sst2-gru", "sst2-rnn"):
+            expected = 1 if model == "sst2-gru" else 0
+            assert sample(metrics, "rnn_sentiment_model_reload_total", model=model, result="success") == expected
+            assert sample(metrics, "rnn_sentiment_model_reload_total", model=model, result="unchanged") == 0
+        await repository.close()
+
+    run(scenario)
+
+
+def test_files_touched_without_a_new_model_reload_as_unchanged_and_keep_the_served_version(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        served = repository.resolve("sst2-gru")
+        assert [o.result for o in await reloader.reload_all("SIGHUP")] == ["unchanged"]
+        config = gru / "config.json"
+        config.write_text(config.read_text())  # a new mtime, the same model
+        (outcome,) = await reloader.reload_all("SIGHUP")
+        assert (outcome.model, outcome.result, outcome.version) == ("sst2-gru", "unchanged", "1.0.0")
+        assert repository.resolve("sst2-gru") is served
+        assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-gru", result="unchanged") == 2
+        assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-gru", result="success") == 0
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", model="sst2-gru",
+                      reason="invalid_checkpoint") == 0
+        await repository.close()
+
+    run(scenario)
+
+
+def test_a_broken_checkpoint_is_rejected_once_keeps_the_old_version_and_is_taken_once_fixed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    weights = next(p for p in gru.iterdir() if p.suffix == ".safetensors")
+    good = weights.read_bytes()
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        weights.write_bytes(good[: len(good) // 2])  # a half-written copy
+        failed = {"model": "sst2-gru", "reason": "invalid_checkpoint"}
+        pending: dict = {}
+        for _ in range(5):  # polled again and again: refused once, not retried until it changes
+            await reloader._poll(pending)
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **failed) == 1
+        assert sample(metrics, "rnn_sentiment_model_reload_total", model="sst2-gru", result="failure") == 1
+        assert repository.resolve("sst2-gru").loaded.version == "1.0.0"
+        (rejected,) = [r for r in caplog.records if "model reload rejected" in r.getMessage()]
+        assert rejected.levelno == logging.ERROR
+        assert rejected.getMessage() == "model reload rejected; the old version keeps serving"
+        weights.write_bytes(good)
+        set_config(gru, version="2.0.0")
+        (outcome,) = await reloader.reload_all("SIGHUP")
+        assert (outcome.result, outcome.version, outcome.reason) == ("success", "2.0.0", "")
+        assert repository.resolve("sst2-gru").loaded.version == "2.0.0"
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **failed) == 1
+        await repository.close()
+
+    with caplog.at_level(logging.INFO, logger="rnn_sentiment.server.reloader"):
+        run(scenario)
+
+
+def test_an_unreadable_model_directory_is_counted_on_every_sighup_and_once_per_polling_episode(tmp_path: Path) -> None:
+    from rnn_sentiment.server.model_directory import model_name_of
+
+    models = tmp_path / "models"
+    write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+    too_long = add_unreadable_entry(deep_directory(tmp_path / "deep"))  # its entries cannot be named
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, too_long)
+        unreadable = {"model": model_name_of(too_long), "reason": "unreadable"}
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == 1  # at start
+        for _ in range(3):
+            await reloader._poll({})
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == 1
+        for count in (2, 3):
+            (outcome,) = await reloader.reload_all("SIGHUP")
+            assert (outcome.result, outcome.reason) == ("failure", "unreadable")
+            assert "File name too long" in outcome.error
+            assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == count
+        assert repository.resolve("sst2-gru").loaded.version == "1.0.0"
+        await repository.close()
+
+    run(scenario)
+
+
+def test_an_unreadable_entry_is_counted_on_every_sighup(tmp_path: Path) -> None:
+    # Polling counts one episode once; an operator's explicit reload is answered every time.
+    models = deep_directory(tmp_path)
+    write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        entry = add_unreadable_entry(models)
+        unreadable = {"model": entry.name, "reason": "unreadable"}
+        for count in (1, 2, 3):
+            outcomes = {o.model: o for o in await reloader.reload_all("SIGHUP")}
+            assert outcomes[entry.name].result == "failure"
+            assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == count
+        await repository.close()
+
+    run(scenario)
+
+
+def checkpoint_with_an_unstattable_file(base: Path, name: str) -> Path:
+    """A loadable checkpoint holding one more file whose full path is too long to stat
+    (ENAMETOOLONG, root included): its directory lists, its signature cannot be taken."""
+    path = base
+    while len(str(path)) + 151 < PATH_MAX - 146:
+        path = path / ("d" * 150)
+    path = path / ("d" * (PATH_MAX - 146 - len(str(path)) - 1))
+    name += "-" * (90 - len(name))  # a model is named after its directory (at most 128 characters)
+    checkpoint = write_untrained_checkpoint(path / name, name, "1.0.0")
+    directory = os.open(checkpoint, os.O_RDONLY)
+    try:  # created relative to its directory: only the name is looked up
+        os.close(os.open("x" * 100, os.O_CREAT | os.O_WRONLY, dir_fd=directory))
+    finally:
+        os.close(directory)
+    with pytest.raises(OSError, match="too long"):
+        (checkpoint / ("x" * 100)).is_file()
+    return checkpoint
+
+
+def test_a_checkpoint_whose_files_cannot_be_read_is_counted_and_the_ones_after_it_still_reload(tmp_path: Path) -> None:
+    models = tmp_path / "m"
+    blocked = checkpoint_with_an_unstattable_file(models, "a-blocked")
+    ok = write_untrained_checkpoint(blocked.parent / "b-ok", "b-ok", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(blocked.parent)
+        repository.start()
+        assert repository.names() == [blocked.name, "b-ok"]
+        reloader = ModelReloader(repository, metrics, blocked.parent, directory_signatures(blocked.parent))
+        unreadable = {"model": blocked.name, "reason": "unreadable"}
+        set_config(ok, version="2.0.0")
+        pending: dict = {}
+        for _ in range(3):  # polling: the blocked one counted once, the one after it reloaded
+            await reloader._poll(pending)
+        assert repository.resolve("b-ok").loaded.version == "2.0.0"
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == 1
+        for count in (2, 3):  # an explicit reload answers every time
+            outcomes = {o.model: o for o in await reloader.reload_all("SIGHUP")}
+            assert (outcomes[blocked.name].result, outcomes[blocked.name].reason) == ("failure", "unreadable")
+            assert "File name too long" in outcomes[blocked.name].error
+            assert sample(metrics, "rnn_sentiment_model_reload_failures_total", **unreadable) == count
+        assert repository.resolve(blocked.name).loaded.version == "1.0.0"
+        await repository.close()
+
+    run(scenario)
+
+
+class FaultyRepository(ModelRepository):
+    """A real repository with a fault injected where no input can put one: a bug of ours."""
+
+    swap_faults = 0
+    all_faults = 0
+
+    def swap(self, predictor):  # type: ignore[no-untyped-def]
+        if self.swap_faults:
+            self.swap_faults -= 1
+            raise RuntimeError("injected swap fault")
+        return super().swap(predictor)
+
+    def all(self):  # type: ignore[no-untyped-def]
+        if self.all_faults:
+            self.all_faults -= 1
+            raise RuntimeError("injected listing fault")
+        return super().all()
+
+
+def test_a_bug_during_a_reload_or_a_poll_is_counted_and_never_ends_reloading(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    gru = write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        metrics = ServerMetrics.create()
+        config = ServerConfig(model_dir=str(models), torch_threads=1, backend="torch")
+        repository = FaultyRepository.load(config, metrics)
+        assert isinstance(repository, FaultyRepository)
+        repository.start()
+        reloader = ModelReloader(repository, metrics, models)
+        set_config(gru, version="2.0.0")
+        repository.swap_faults = 1
+        (outcome,) = await reloader.reload_all("SIGHUP")  # never raises
+        assert (outcome.result, outcome.reason, outcome.error) == ("failure", "unexpected", "injected swap fault")
+        assert sample(metrics, "rnn_sentiment_model_reload_failures_total", model="sst2-gru", reason="unexpected") == 1
+        assert repository.resolve("sst2-gru").loaded.version == "1.0.0"
+        # A poll that fails outright: polling goes on and takes the next change.
+        repository.all_faults = 1
+        watcher = asyncio.ensure_future(reloader.watch(0.02))
+        await until(lambda: repository.all_faults == 0, "the faulty poll")
+        set_config(gru, version="3.0.0")
+        await until(lambda: repository.resolve("sst2-gru").loaded.version == "3.0.0",  # type: ignore[union-attr]
+                    "the next change reloaded")
+        assert not watcher.done()
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        await repository.close()
+
+    run(scenario)
