@@ -100,6 +100,9 @@ class StreamBatcher:
             answers = await model_thread.run(
                 self.stepper.advance, [p.state for p in batch], [p.chunk for p in batch],
                 [p.want_steps for p in batch])
+            # One answer per session, checked here: a miscount fails this call's streams like any
+            # model error, where outside the try it would end the runner and strand the queue.
+            answered = list(zip(batch, answers, strict=True))
         except Exception as error:  # every stream in the batch gets the failure
             for pending in batch:
                 if not pending.future.done():
@@ -107,6 +110,6 @@ class StreamBatcher:
             return
         finally:
             self._model_seconds.observe(time.monotonic() - started)
-        for pending, answer in zip(batch, answers, strict=True):
+        for pending, answer in answered:
             if not pending.future.done():
                 pending.future.set_result(answer)

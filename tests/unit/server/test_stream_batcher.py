@@ -333,3 +333,39 @@ def test_a_retired_model_version_fails_its_streams_chunks(stepper) -> None:
 
     with pytest.raises(RuntimeError, match="retired"):
         run_limited(main())
+
+
+class DropsTheLastOfThree(RecordingStepper):
+    """A stepper whose call for three sessions answers only two."""
+
+    def advance(self, states, chunks, want_steps):
+        answers = super().advance(states, chunks, want_steps)
+        return answers[:-1] if len(states) == 3 else answers
+
+
+def test_a_call_that_miscounts_fails_its_streams_and_the_queue_goes_on(stepper) -> None:
+    """A model call answering fewer sessions than it was given is a model error for that call's
+    streams, every one of them: none is left waiting for an answer, and chunks queued behind the
+    call are still advanced (the runner must not die and strand them)."""
+    metrics = ServerMetrics.create()
+    miscounting = DropsTheLastOfThree(stepper)
+    thread = ModelThread("test-model")
+    histogram = metrics.buffer.histogram(metrics.model_seconds.labels("tiny", "stream"))
+    batcher = StreamBatcher(miscounting, thread, histogram, gather_seconds=0.0)  # type: ignore[arg-type]
+
+    async def main():
+        start = batcher.start_state()
+        three = asyncio.gather(*(batcher.advance(start, [word], False) for word in ("a", "good", "film")),
+                               return_exceptions=True)
+        while not miscounting.calls:  # the runner took the three in one call
+            await asyncio.sleep(0.001)
+        behind = asyncio.ensure_future(batcher.advance(start, ["bad"], False))  # queued behind it
+        return await three, await behind
+
+    try:
+        failed, (state, _) = run_limited(main())
+    finally:
+        thread.shutdown()
+    assert all(isinstance(error, ValueError) for error in failed), failed
+    assert state.tokens_read == 1
+    assert miscounting.calls[0] == 3
