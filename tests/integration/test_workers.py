@@ -131,7 +131,13 @@ def test_a_worker_killed_again_and_again_is_restarted_while_the_other_serves() -
                 # and the service answers all along, through the other worker
                 assert client.predict("a dull , lifeless film").predictions[0].label == "negative"
         assert metric_sum(server.metrics_url, "rnn_sentiment_worker_restarts_total") == KILLS
-        assert any(r["message"].startswith("worker is crash-looping") for r in records), server.log()
+        # Each crash is logged with its count in a row; past CRASH_LOOP_RESTARTS (3) without a
+        # healthy run it is a crash loop, at ERROR (docs/reliability.md).
+        exits = [(r["crashes_in_a_row"], r["level"]) for r in records
+                 if r["message"] in ("worker exited; restarting",
+                                     "worker is crash-looping; restarting it with backoff, the others keep serving")]
+        assert exits == [(1, "WARNING"), (2, "WARNING"), (3, "WARNING"),
+                         (4, "ERROR"), (5, "ERROR"), (6, "ERROR")], server.log()
         wait_for_ready_workers(server, 2)  # the last restart comes up and serves
     except BaseException:
         server.stop()

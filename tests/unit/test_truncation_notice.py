@@ -51,3 +51,10 @@ def test_without_model_info_the_note_still_says_how_much_was_read() -> None:
     stream = io.StringIO()
     print_truncation_notes([CUT], unavailable, ["the text"], stream)
     assert stream.getvalue() == "note: the text has 161 tokens; the model read 128 and dropped 33\n"
+
+
+def test_head_tail_whose_head_takes_every_token_read_drops_the_end() -> None:
+    # A head as long as the limit keeps no tail: the note must not promise "the last 0".
+    whole_head = dataclasses.replace(INFO, truncation_head_tokens=128)
+    assert truncation_note(CUT, whole_head, "text 1") == (
+        "note: text 1 has 161 tokens; sst2-gru read 128 (the first 128) and dropped the last 33" + SUFFIX)

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator
 
 import grpc
@@ -220,3 +221,38 @@ def test_wait_until_serving_returns_once_health_says_serving_and_not_before(
     wait(30)
     assert 0.2 < time.monotonic() - started < 20  # returned when SERVING came, not before
     timer.join()
+
+
+@pytest.mark.parametrize("client_class", [SentimentClient, AsyncSentimentClient])
+def test_wait_until_serving_waits_for_a_server_that_is_not_listening_yet(client_class: type) -> None:
+    # Documented: it suits freshly started servers (wait_for_ready), so a refused connection is
+    # not an answer; the server here starts listening half a second after the wait began. Retries
+    # off: the wait alone must bridge the gap, not gRPC's retries of a refused call.
+    target = f"127.0.0.1:{free_port()}"
+    service = health.HealthServicer()
+    service.set("", health_pb2.HealthCheckResponse.SERVING)
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    health_pb2_grpc.add_HealthServicer_to_server(service, server)
+
+    def listen() -> None:  # binding the port already accepts connections: bind it only now
+        server.add_insecure_port(target)
+        server.start()
+
+    timer = threading.Timer(0.5, listen)
+
+    async def awaited() -> None:
+        async with AsyncSentimentClient(target, retry=False) as client:
+            await client.wait_until_serving(timeout=30)
+
+    timer.start()
+    started = time.monotonic()
+    try:
+        if client_class is AsyncSentimentClient:
+            asyncio.run(awaited())
+        else:
+            with SentimentClient(target, retry=False) as client:
+                client.wait_until_serving(timeout=30)
+        assert time.monotonic() - started >= 0.4  # returned once the server was up, not before
+    finally:
+        timer.join()
+        server.stop(0)

@@ -13,7 +13,7 @@ import pytest
 
 from rnn_sentiment.server.errors import ServiceError
 from rnn_sentiment.server.model_thread import ModelThread
-from rnn_sentiment.server.trace_runner import SliceClock, TraceAdmission, run_slices_on
+from rnn_sentiment.server.trace_runner import UNPAUSED_SECONDS, SliceClock, TraceAdmission, run_slices_on
 
 
 T = TypeVar("T")
@@ -239,6 +239,9 @@ def test_a_waiter_that_gave_up_frees_its_place_in_the_queue() -> None:
         assert late.value.code == grpc.StatusCode.DEADLINE_EXCEEDED
         patient = asyncio.ensure_future(trace("patient", None))  # the one waiting place is free again
         await asyncio.sleep(0)
+        with pytest.raises(ServiceError) as full:  # and taken again: the limit still holds
+            await trace("one too many", None)
+        assert full.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
         release.set()
         await asyncio.gather(holder, patient)
         assert entered == ["holder", "patient"]
@@ -351,3 +354,45 @@ def test_a_waiter_whose_deadline_ends_as_the_slot_frees_leaves_exactly_one_slot(
 
     for turns in range(6):
         run_limited(scenario(turns))
+
+
+def test_a_light_trace_runs_its_slices_back_to_back() -> None:
+    """Light traces (all slices together under UNPAUSED_SECONDS) are never paused, whatever the
+    pause factor: a 20-word trace answers in milliseconds (docs/reliability.md)."""
+    spans: list[tuple[float, float]] = []
+
+    def slices():
+        for _ in range(2):
+            started = time.monotonic()
+            time.sleep(0.002)  # two slices far below UNPAUSED_SECONDS together
+            spans.append((started, time.monotonic()))
+            yield
+        return "traced"
+
+    async def scenario() -> SliceClock:
+        model_thread = ModelThread("test-model")
+        clock = SliceClock()
+        # A factor this large would pause a second after each slice: any pause shows.
+        assert await run_slices_on(model_thread, slices(), lambda: None, clock,
+                                   pause_per_slice_second=500.0) == "traced"
+        model_thread.shutdown()
+        return clock
+
+    clock = run_limited(scenario())
+    assert clock.total < UNPAUSED_SECONDS, "the slices themselves were too slow for this test"
+    gap = spans[1][0] - spans[0][1]
+    assert gap < 0.5, f"a light trace was paused {gap:.3f} s between its slices"
+
+
+def test_a_trace_with_time_left_runs_to_its_result() -> None:
+    """Only a passed deadline stops a trace: with half a second left, every slice runs."""
+
+    async def scenario() -> None:
+        model_thread = ModelThread("test-model")
+        ran: list[int] = []
+        clock = SliceClock()
+        assert await run_slices_on(model_thread, counted_slices(ran, 3), lambda: 0.5, clock) == "done"
+        assert ran == [0, 1, 2] and clock.count == 4
+        model_thread.shutdown()
+
+    run_limited(scenario())
