@@ -19,7 +19,6 @@ import asyncio
 import json
 import multiprocessing
 import random
-import statistics
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -61,13 +60,36 @@ class RunResult:
     client_cpu_cores: float = 0.0  # CPU time of the client processes (all their threads) per second
     offered_updates_per_s: float = 0.0  # what the schedule asks: streams / interval (+ each stream's final)
     send_lag_p99_ms: float = 0.0  # a word's send after its tick: a late client or an unanswered previous word
+    # Steady state: the updates sent once every stream had its first answer (plus one interval)
+    # and before the last interval of the run, so neither the opening burst (every stream's first
+    # message within one interval of its client process's start) nor the closing one is in it.
+    steady_updates: int = 0
+    steady_seconds: float = 0.0
+    steady_p50_ms: float = 0.0
+    steady_p99_ms: float = 0.0
+
+
+@dataclass
+class Timings:
+    """One client process's updates: each one's latency and wall-clock send time, and when each
+    stream had its first answer."""
+
+    latencies: list[float] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)  # time.time(): comparable across processes
+    lags: list[float] = field(default_factory=list)
+    first_answers: list[float] = field(default_factory=list)
+
+    def answered(self, sent_wall: float, latency: float) -> None:
+        self.sent_at.append(sent_wall)
+        self.latencies.append(latency)
 
 
 async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: float, stop_at: float,
-                      words_per_stream: int, latencies: list[float], lags: list[float], result: RunResult) -> None:
+                      words_per_stream: int, timings: Timings, result: RunResult) -> None:
     rng = random.Random(index)
     position = rng.randrange(len(WORDS))
     await asyncio.sleep(rng.random() * interval)  # spread the streams' ticks over the interval
+    first_answer_pending = True
     next_tick = time.monotonic() - interval
     while time.monotonic() < stop_at:
         call = stub.StreamSentiment()
@@ -76,23 +98,26 @@ async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: 
                 next_tick += interval
                 # A word waits for the previous one's answer (one stream reads in order); when that
                 # or this loop runs late, the word goes out late and the lag shows how late.
-                lags.append(time.monotonic() - next_tick)
-                sent = time.perf_counter()
+                timings.lags.append(time.monotonic() - next_tick)
+                sent, sent_wall = time.perf_counter(), time.time()
                 result.sent += 1
                 await call.write(pb.StreamSentimentRequest(text=WORDS[position % len(WORDS)] + " "))
                 await call.read()
-                latencies.append(time.perf_counter() - sent)
+                timings.answered(sent_wall, time.perf_counter() - sent)
+                if first_answer_pending:
+                    timings.first_answers.append(time.time())
+                    first_answer_pending = False
                 result.answered += 1
                 position += 1
                 if time.monotonic() >= stop_at:
                     break
                 await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
-            sent = time.perf_counter()
+            sent, sent_wall = time.perf_counter(), time.time()
             result.sent += 1
             await call.done_writing()
             final = await call.read()
             if final is not aio.EOF and final.final:
-                latencies.append(time.perf_counter() - sent)
+                timings.answered(sent_wall, time.perf_counter() - sent)
                 result.answered += 1
             code = await call.code()
             if code != grpc.StatusCode.OK:
@@ -116,16 +141,15 @@ class ClientShare:
     answered: int = 0
     errors: int = 0
     error_codes: dict[str, int] = field(default_factory=dict)
-    latencies: list[float] = field(default_factory=list)
-    lags: list[float] = field(default_factory=list)
+    timings: Timings = field(default_factory=Timings)
+    stop_at: float = 0.0  # time.time() when its streams stop sending
     cpu_seconds: float = 0.0  # the client process's CPU time over its streams
 
 
 async def _client_share(target: str, first: int, streams: int, seconds: float, interval: float, channels: int,
                         words_per_stream: int) -> ClientShare:
     share = RunResult(streams, seconds, interval)
-    latencies: list[float] = []
-    lags: list[float] = []
+    timings = Timings()
     cpu = time.process_time()
     # Several connections: the kernel spreads connections (not streams) over the workers. Channels
     # to one target share one connection through gRPC's global subchannel pool: each needs its own
@@ -133,12 +157,12 @@ async def _client_share(target: str, first: int, streams: int, seconds: float, i
     opened = [aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(channels)]
     try:
         stubs = [pb_grpc.SentimentServiceStub(c) for c in opened]
-        stop_at = time.monotonic() + seconds
+        stop_at, stop_at_wall = time.monotonic() + seconds, time.time() + seconds
         await asyncio.gather(*(_one_stream(stubs[i % channels], first + i, interval, stop_at, words_per_stream,
-                                           latencies, lags, share) for i in range(streams)))
+                                           timings, share) for i in range(streams)))
     finally:
         await asyncio.gather(*(c.close() for c in opened))
-    return ClientShare(share.sent, share.answered, share.errors, share.error_codes, latencies, lags,
+    return ClientShare(share.sent, share.answered, share.errors, share.error_codes, timings, stop_at_wall,
                        time.process_time() - cpu)
 
 
@@ -166,14 +190,15 @@ def run_streams(target: str, streams: int, seconds: float, interval: float, chan
     lags: list[float] = []
     client_cpu = 0.0
     for share in shares:
-        lags += share.lags
+        lags += share.timings.lags
         client_cpu += share.cpu_seconds
         result.sent += share.sent
         result.answered += share.answered
         result.errors += share.errors
         for code, count in share.error_codes.items():
             result.error_codes[code] = result.error_codes.get(code, 0) + count
-        latencies += share.latencies
+        latencies += share.timings.latencies
+    _steady_state(result, shares, interval)
     result.updates_per_s = round(result.answered / seconds, 1)
     result.server_cpu_cores = round((tree.cpu_seconds - cpu_before) / elapsed, 2)
     result.server_cpu_us_per_update = round((tree.cpu_seconds - cpu_before) / max(1, result.answered) * 1e6, 1)
@@ -185,10 +210,31 @@ def run_streams(target: str, streams: int, seconds: float, interval: float, chan
     result.largest_worker_rss_mb = round(tree.max_rss_bytes / 2**20, 1)
     if latencies:
         ordered = sorted(latencies)
-        result.p50_ms = round(statistics.median(ordered) * 1000, 2)
-        result.p99_ms = round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2)
+        result.p50_ms = _percentile_ms(ordered, 0.5)
+        result.p99_ms = _percentile_ms(ordered, 0.99)
         result.max_ms = round(ordered[-1] * 1000, 2)
     return result
+
+
+def _percentile_ms(ordered: list[float], fraction: float) -> float:
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] * 1000, 2)
+
+
+def _steady_state(result: RunResult, shares: list[ClientShare], interval: float) -> None:
+    """The updates sent from one interval after the last stream's first answer (in any client
+    process) to one interval before the first process stopped sending."""
+    first_answers = [t for share in shares for t in share.timings.first_answers]
+    if not first_answers:
+        return
+    start = max(first_answers) + interval
+    end = min(share.stop_at for share in shares) - interval
+    steady = sorted(latency for share in shares
+                    for sent, latency in zip(share.timings.sent_at, share.timings.latencies) if start <= sent < end)
+    result.steady_seconds = round(max(0.0, end - start), 1)
+    result.steady_updates = len(steady)
+    if steady:
+        result.steady_p50_ms = _percentile_ms(steady, 0.5)
+        result.steady_p99_ms = _percentile_ms(steady, 0.99)
 
 
 def _install_uvloop() -> None:
@@ -218,13 +264,15 @@ def markdown(document: dict) -> str:
     rows = [[r["streams"], r["seconds"], r["sent"], r["answered"], r["errors"], r["updates_per_s"], r["p50_ms"],
              r["p99_ms"], r["max_ms"], r["server_cpu_cores"], r["server_cpu_us_per_update"], r["server_rss_mb"],
              r["largest_worker_rss_mb"], r.get("client_cpu_cores", ""), r.get("offered_updates_per_s", ""),
-             r.get("send_lag_p99_ms", "")]
+             r.get("send_lag_p99_ms", ""), r.get("steady_seconds", ""), r.get("steady_updates", ""),
+             r.get("steady_p50_ms", ""), r.get("steady_p99_ms", "")]
             for r in document["runs"]]
     table = markdown_table(["streams", "seconds", "updates sent", "answered", "failed streams", "updates/s",
                             "p50 ms", "p99 ms", "max ms", "server CPU cores", "server CPU µs/update", "server RSS MB",
                             "largest process RSS MB", "client CPU cores", "offered updates/s",
-                            "send lag p99 ms"], rows)
+                            "send lag p99 ms", "steady s", "steady updates", "steady p50 ms", "steady p99 ms"], rows)
     largest = document["largest_within_p99"]
+    steady = document.get("largest_within_p99_steady")
     return (f"# StreamSentiment at scale\n\n`{document['command']}`\n\n"
             f"Each stream sends one word every {document['interval_s']} s to `--workers {document['workers']}` "
             f"(the shipped GRU), over {document['channels']} connections from {document['client_processes']} "
@@ -234,9 +282,12 @@ def markdown(document: dict) -> str:
             f"answer delays the next send: send lag is how late a word went out after its tick, and updates/s "
             f"below the offered rate is the shortfall. The clients' own CPU is on the same cores. Server RSS: "
             f"every process of the server (supervisor and workers), at the end of the run; before any stream: "
-            f"{document['idle_rss_mb']} MB.\n\n"
+            f"{document['idle_rss_mb']} MB. Steady: only the updates sent from one interval after every "
+            f"stream's first answer to one interval before the end, so without the opening burst (each client "
+            f"process opens all its streams within one interval) and the closing one.\n\n"
             f"{table}\n\nLargest stream count with p99 ≤ {document['p99_target_ms']} ms: "
-            f"**{largest if largest is not None else 'none of those tried'}**.\n")
+            f"**{largest if largest is not None else 'none of those tried'}** over the whole run, "
+            f"**{steady if steady is not None else 'none of those tried'}** in the steady state.\n")
 
 
 def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
@@ -259,16 +310,20 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
                   f"{result.updates_per_s:,.0f}/{result.offered_updates_per_s:,.0f} updates/s, send lag p99 "
                   f"{result.send_lag_p99_ms} ms, server {result.server_cpu_cores} cores "
                   f"({result.server_cpu_us_per_update} µs/update), clients {result.client_cpu_cores} cores, "
-                  f"RSS {result.server_rss_mb} MB", flush=True)
+                  f"RSS {result.server_rss_mb} MB; steady {result.steady_seconds} s: p50 {result.steady_p50_ms} ms, "
+                  f"p99 {result.steady_p99_ms} ms", flush=True)
             runs.append(result)
             time.sleep(1.0)  # streams from one run end before the next opens its own
     finally:
         server.stop()
-    within = [r.streams for r in runs if r.errors == 0 and r.answered == r.sent and r.p99_ms <= args.p99_ms]
+    complete = [r for r in runs if r.errors == 0 and r.answered == r.sent]
+    within = [r.streams for r in complete if r.p99_ms <= args.p99_ms]
+    within_steady = [r.streams for r in complete if r.steady_updates and r.steady_p99_ms <= args.p99_ms]
     return {"command": command_line(argv), "workers": args.workers, "interval_s": args.interval,
             "channels": args.channels, "client_processes": args.client_processes, "p99_target_ms": args.p99_ms,
             "idle_rss_mb": idle_rss_mb, "machine": machine,
-            "largest_within_p99": max(within) if within else None, "runs": [asdict(r) for r in runs]}
+            "largest_within_p99": max(within) if within else None,
+            "largest_within_p99_steady": max(within_steady) if within_steady else None, "runs": [asdict(r) for r in runs]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     document = run_all(args, ["python", "-m", "bench.stream_scale", *argv])
     json_path, md_path = write_results(args.out, "stream_scale", document, markdown(document))
     print(f"wrote {md_path} and {json_path}")
-    print(json.dumps({"largest_within_p99": document["largest_within_p99"]}))
+    print(json.dumps({key: document[key] for key in ("largest_within_p99", "largest_within_p99_steady")}))
     return 0
 
 
