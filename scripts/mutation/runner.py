@@ -93,6 +93,9 @@ def run_modules(targets: list, workers: int, limit: int | None, progress: Callab
     root = REPO / "build" / "mutation" / "work"
     root.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
+    # What the copies hold, taken before they are made: a file edited while a baseline runs is
+    # then a change the next run sees, not one its saved pre-pass claims to have covered.
+    digests = {module: tree_digest(target) for module, (target, _, _) in todo.items()}
     copies = [make_copy(root) for _ in range(workers)]
     print(f"{workers} workers, {len(copies)} copies of the tree in {time.monotonic() - started:.0f} s", flush=True)
     check_copy_is_imported(copies[0])
@@ -106,7 +109,7 @@ def run_modules(targets: list, workers: int, limit: int | None, progress: Callab
     try:
         with ProcessPoolExecutor(workers, mp_context=context, initializer=take_copy, initargs=(handed,)) as pool:
             try:
-                _drain(pool, todo, failed, log, progress)
+                _drain(pool, todo, digests, failed, log, progress)
             except BaseException:  # Ctrl-C or `timeout`: stop the tests running in the copies first
                 _stop_leftovers(copies)
                 pool.shutdown(wait=False, cancel_futures=True)
@@ -119,11 +122,12 @@ def run_modules(targets: list, workers: int, limit: int | None, progress: Callab
     return failed
 
 
-def _drain(pool, todo: dict, failed: list[str], log: list[dict], progress: Callable[[], None]) -> None:
+def _drain(pool, todo: dict, digests: dict[str, str], failed: list[str], log: list[dict],
+           progress: Callable[[], None]) -> None:
     running = {}
     prepared: dict[str, tuple[LineCoverage | None, Baseline]] = {}
     for module, (target, session, _) in todo.items():
-        stored = _load_prepass(session.with_suffix(".prepass.json"), tree_digest(target))
+        stored = _load_prepass(session.with_suffix(".prepass.json"), digests[module])
         if stored is not None:
             prepared[module] = stored
             print(f"{module}: pre-pass reused (nothing changed since it ran)", flush=True)
@@ -142,7 +146,7 @@ def _drain(pool, todo: dict, failed: list[str], log: list[dict], progress: Calla
                     failed.append(key)
                     print(f"{key}: its tests fail without any mutant; fix that first:\n{result.output}", flush=True)
                     continue
-                _save_prepass(session.with_suffix(".prepass.json"), tree_digest(target), result)
+                _save_prepass(session.with_suffix(".prepass.json"), digests[key], result)
                 print(f"{key}: baseline passes in {result.baseline.total:.0f} s "
                       f"({'with' if result.coverage else 'without'} coverage)", flush=True)
                 _submit_mutants(pool, running, todo[key], result.coverage, result.baseline)

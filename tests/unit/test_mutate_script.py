@@ -196,3 +196,35 @@ def test_unit_tests_run_before_tests_that_share_a_server_whatever_their_recorded
     plan = plan_for(range(7, 8), coverage, tuple(baseline.by_test), baseline)
     assert plan.tests == ("tests/unit/server/test_tls.py::fast", "tests/unit/server/test_tls.py::slower",
                           "tests/integration/test_tls.py::uses_the_server")
+
+
+def test_a_test_edited_while_the_baseline_runs_is_not_taken_as_covered_by_it(tmp_path, monkeypatch):
+    """The saved pre-pass is keyed by the tree the copies were made from: keyed by the tree as it
+    is when the baseline ends, a test edited meanwhile read as covered, and the next run reused a
+    coverage map without it (a helper's --retry-survivors reported a mutant its new test kills)."""
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from mutation import runner
+    from mutation.pool import PrepassResult
+
+    (tmp_path / "server").mkdir()
+    (tmp_path / "server" / "limits.py").write_text(SOURCE)
+    test_file = tmp_path / "tests" / "test_limits.py"
+    test_file.parent.mkdir()
+    test_file.write_text("def test_bounded(): pass\n")
+    monkeypatch.setattr(runner, "REPO", tmp_path)
+    target = SimpleNamespace(module="server/limits.py", tests=("tests/test_limits.py",), timeout=60.0)
+    session = tmp_path / "session.sqlite"
+    digests = {target.module: runner.tree_digest(target)}  # as run_modules takes it, before the copies
+
+    def baseline_while_a_test_is_edited(module, tests, timeout):
+        test_file.write_text("def test_bounded(): assert True\n")  # lands while the baseline runs
+        return PrepassResult(module, True, "", None, BASELINE)
+
+    monkeypatch.setattr(runner, "prepass", baseline_while_a_test_is_edited)
+    with ThreadPoolExecutor(1) as pool:
+        runner._drain(pool, {target.module: (target, session, [])}, digests, [], [], lambda: None)
+    saved = session.with_suffix(".prepass.json")
+    assert runner._load_prepass(saved, digests[target.module]) is not None
+    assert runner._load_prepass(saved, runner.tree_digest(target)) is None  # the next run takes a new one
