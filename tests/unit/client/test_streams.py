@@ -307,6 +307,17 @@ def test_predict_stream_sends_batches_with_ids_and_a_short_last_one(
         ("0", ["a", "bb"], "m"), ("1", ["ccc", "dddd"], "m"), ("2", ["eeeee"], "m")]
 
 
+@each_client
+def test_predict_stream_of_batch_1_sends_one_text_per_request(
+    client_class: Callable[..., Any], scripted: tuple[ScriptedStreams, str],
+) -> None:
+    service, target = scripted
+    with client_class(target) as client:
+        labels = [p.label for p in client.predict_stream(["a", "bb"], batch=1)]
+    assert labels == ["a", "bb"]
+    assert [(r.id, list(r.request.texts)) for r in service.predict_requests] == [("0", ["a"]), ("1", ["bb"])]
+
+
 def test_the_async_predict_stream_takes_an_async_iterable_too(scripted: tuple[ScriptedStreams, str]) -> None:
     _, target = scripted
 
@@ -471,7 +482,11 @@ def test_cancelling_a_task_that_reads_the_async_predict_stream_cancels_it(
                     first.set()
 
             task = asyncio.create_task(read())
-            await first.wait()
+            await asyncio.wait([asyncio.ensure_future(first.wait()), task], timeout=30,
+                               return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # the stream failed before its first prediction: raise its error, not hang
+            assert first.is_set()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

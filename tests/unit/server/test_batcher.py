@@ -392,3 +392,81 @@ def test_a_batch_function_that_miscounts_fails_its_callers_and_the_batcher_goes_
         await batcher.close()
 
     run_limited(scenario())
+
+
+def test_an_empty_submission_is_answered_with_no_results_and_computes_nothing() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder)
+        batcher.start()
+        assert await batcher.submit([]) == []
+        assert await batcher.submit([1]) == [2]
+        await batcher.close()
+        assert recorder.batches == [[1]]
+
+    run_limited(scenario())
+
+
+def test_depth_counts_the_texts_waiting_for_the_model() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        recorder.release.clear()
+        batcher = _batcher(recorder)
+        batcher.start()
+        assert batcher.depth == 0
+        busy = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.to_thread(recorder.started.wait, 10)
+        waiting = asyncio.ensure_future(batcher.submit([2, 3, 4]))
+        await asyncio.sleep(0)
+        assert batcher.depth == 3  # behind the busy batch
+        recorder.release.set()
+        assert await busy == [2] and await waiting == [4, 6, 8]
+        assert batcher.depth == 0
+        await batcher.close()
+
+    run_limited(scenario())
+
+
+def test_the_limits_are_keyword_only_so_they_cannot_be_swapped_by_position() -> None:
+    with pytest.raises(TypeError):
+        MicroBatcher(Recorder(), ModelThread("test-model"), 4, 100)  # type: ignore[misc]
+
+
+def test_a_batch_delay_already_over_adds_no_turn_of_the_loop() -> None:
+    """A delay shorter than the batcher's own step is over before it looks: the batch goes at
+    once, as with no delay, and a text two loop turns behind forms the next batch."""
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder, max_batch_delay=1e-9)
+        batcher.start()
+        await asyncio.sleep(0)  # the batcher is now idle, waiting for work
+
+        async def two_turns_behind() -> list[int]:
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            return await batcher.submit([2])
+
+        results = await asyncio.gather(batcher.submit([1]), two_turns_behind())
+        await batcher.close()
+        assert results == [[2], [4]]
+        assert recorder.batches == [[1], [2]]
+
+    run_limited(scenario())
+
+
+def test_a_batch_that_fills_while_the_delay_runs_goes_at_once() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        batcher = _batcher(recorder, max_batch_size=2, max_batch_delay=3600.0)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit([1]))
+        await asyncio.sleep(0.01)  # the batcher waits for company
+        assert not first.done()
+        # The second text fills the batch: both are answered long before the hour is up.
+        assert await asyncio.wait_for(batcher.submit([2]), 10.0) == [4]
+        assert await first == [2]
+        await batcher.close()
+        assert recorder.batches == [[1, 2]]
+
+    run_limited(scenario())

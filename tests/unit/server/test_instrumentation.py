@@ -12,6 +12,7 @@ import asyncio
 import contextvars
 import logging
 import re
+from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import grpc
@@ -76,6 +77,8 @@ class Probe:
                 await self.release.wait()
             if request.service == "raise":
                 raise RuntimeError("a bug")
+            if request.service == "abort":
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "not this one")
             yield Response(status=SERVING)
 
     async def flood(self, requests: AsyncIterator[bytes], context: aio.ServicerContext) -> AsyncIterator[bytes]:
@@ -217,6 +220,21 @@ def test_handling_seconds_is_the_time_the_call_took() -> None:
     with_front(scenario)
 
 
+def test_a_streams_handling_seconds_is_its_whole_life() -> None:
+    async def scenario(front: Front) -> None:
+        stream = front.stream("Chat")(timeout=10)
+        await stream.write(Request())
+        await stream.read()
+        await asyncio.sleep(SLOW_SECONDS)  # open and idle: still part of the call
+        await stream.done_writing()
+        assert await stream.code() == grpc.StatusCode.OK
+        assert await eventually(lambda: front.handled("OK", "Chat", "bidi_stream") == 1)
+        total = front.sample("grpc_server_handling_seconds_sum", "Chat", "bidi_stream")
+        assert SLOW_SECONDS * 0.9 <= total < SLOW_SECONDS + 5
+
+    with_front(scenario)
+
+
 def test_a_call_the_client_cancels_is_counted_cancelled() -> None:
     async def scenario(front: Front) -> None:
         call = front.unary()(Request(service="hold"), timeout=10)
@@ -233,6 +251,9 @@ def test_a_stream_that_fails_or_is_cancelled_is_counted_with_that_code() -> None
         assert await front.stream("Chat")(iter([Request(service="raise")]), timeout=10).code() == \
             grpc.StatusCode.UNKNOWN
         assert await eventually(lambda: front.handled("UNKNOWN", "Chat", "bidi_stream") == 1)
+        assert await front.stream("Chat")(iter([Request(service="abort")]), timeout=10).code() == \
+            grpc.StatusCode.FAILED_PRECONDITION  # ended by the handler's own context.abort
+        assert await eventually(lambda: front.handled("FAILED_PRECONDITION", "Chat", "bidi_stream") == 1)
         stream = front.stream("Chat")(timeout=10)
         await stream.write(Request(service="hold"))
         await front.probe.entered.wait()
@@ -450,3 +471,16 @@ def test_when_debugging_every_call_gets_an_access_line(caplog: pytest.LogCapture
     lines = [(r.levelno, r.fields["method"], r.fields["code"]) for r in caplog.records  # type: ignore[attr-defined]
              if r.name == "rnn_sentiment.server.access" and r.getMessage() == "rpc"]
     assert lines == [(logging.DEBUG, "Unary", "OK")] * 3 + [(logging.DEBUG, "Chat", "OK")]
+
+
+def test_the_log_limits_are_the_documented_ones() -> None:
+    """README and docs/reliability.md promise these numbers to operators reading the logs."""
+    from rnn_sentiment.server.instrumentation import REFUSAL_LOG_SECONDS
+
+    root = Path(__file__).resolve().parents[3]
+    readme = " ".join((root / "README.md").read_text().split())
+    reliability = " ".join((root / "docs" / "reliability.md").read_text().split())
+    assert (f"at most {FAILURE_LINES_PER_INTERVAL} lines per method and status code per "
+            f"{REFUSAL_LOG_SECONDS:g} s") in readme
+    assert f"one WARNING per {REFUSAL_LOG_SECONDS:g} s for all such refusals" in reliability
+    assert f"one WARNING line per {REFUSAL_LOG_SECONDS:g} s at most" in reliability

@@ -1,15 +1,18 @@
-"""The signal state machine (server/lifecycle.py), phase by phase, without sending real signals
-(tests/integration/test_signals.py sends them to real servers)."""
+"""The signal state machine (server/lifecycle.py), phase by phase: the phases without real
+signals, stopped() with real ones in a child process (tests/integration/test_signals.py sends
+them to real servers)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
+import subprocess
+import sys
 
 import pytest
 
 from rnn_sentiment.server.lifecycle import Lifecycle, Phase
-from rnn_sentiment.server.restart_backoff import RestartBackoff
 
 
 def test_sighup_reloads_only_while_serving_and_stop_signals_drain_once() -> None:
@@ -42,10 +45,54 @@ def test_a_stop_signal_while_loading_drains_and_serving_comes_too_late(sig: int)
     asyncio.run(scenario())
 
 
-def test_restart_backoff_doubles_to_its_cap_and_resets_after_a_healthy_run() -> None:
-    backoff = RestartBackoff(initial_seconds=0.5, max_seconds=4.0, healthy_after_seconds=60.0)
-    assert [backoff.delay_after_crash(ran_seconds=1.0) for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    assert backoff.delay_after_crash(ran_seconds=61.0) == 0.5  # it had run healthily
-    assert backoff.delay_after_crash(ran_seconds=1.0) == 1.0
-    for _ in range(10_000):  # forever, never an overflow
-        assert backoff.delay_after_crash(ran_seconds=0.0) <= 4.0
+# stopped() is run in a child process: its signals are real, and a SIGTERM whose default action
+# was restored kills that child, not pytest.
+_STOPPED_THEN_SIGNALLED = """
+import asyncio, json, os, signal, sys
+from rnn_sentiment.server.event_loop import run
+from rnn_sentiment.server.lifecycle import HANDLED_SIGNALS, Lifecycle
+
+seen = {}
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    lifecycle = Lifecycle("server")
+    lifecycle.install(loop)
+    lifecycle.stopped()
+    seen["phase"] = lifecycle.phase.value
+    seen["ignored"] = [signal.getsignal(sig) == signal.SIG_IGN for sig in HANDLED_SIGNALS]
+    for sig in HANDLED_SIGNALS:
+        os.kill(os.getpid(), sig)
+    await asyncio.sleep(0.05)
+    if sys.argv[1] == "uvloop":
+        # True: the loop still holds its handler, so it never restored SIG_DFL in between.
+        seen["loop_kept_its_handlers"] = [loop.remove_signal_handler(sig) for sig in HANDLED_SIGNALS]
+
+run(main(), sys.argv[1])  # as the server runs: asyncio.run or uvloop.run
+if sys.argv[1] == "asyncio":  # the loop is closed now: nothing it did on closing may matter
+    for sig in HANDLED_SIGNALS:
+        os.kill(os.getpid(), sig)
+print(json.dumps(seen))
+"""
+
+
+def _stopped_then_signalled(loop: str) -> dict:
+    child = subprocess.run([sys.executable, "-c", _STOPPED_THEN_SIGNALLED, loop],
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == 0, (child.returncode, child.stderr)
+    return json.loads(child.stdout)
+
+
+def test_stopped_on_asyncio_loop_ignores_the_signals_even_after_the_loop_closes() -> None:
+    """asyncio's loop restores SIG_DFL on closing for every handler it still holds: stopped()
+    takes them from it, so a SIGTERM after the close is ignored, not fatal."""
+    seen = _stopped_then_signalled("asyncio")
+    assert seen == {"phase": "stopped", "ignored": [True, True, True]}
+
+
+def test_stopped_on_uvloop_ignores_the_signals_without_removing_the_loop_handlers() -> None:
+    """Removing a loop's handler restores SIG_DFL for a moment (a SIGTERM in it killed the
+    process): on uvloop SIG_IGN replaces the handler directly, the loop keeps its registration."""
+    pytest.importorskip("uvloop")
+    seen = _stopped_then_signalled("uvloop")
+    assert seen == {"phase": "stopped", "ignored": [True, True, True], "loop_kept_its_handlers": [True, True, True]}

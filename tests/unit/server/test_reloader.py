@@ -7,6 +7,7 @@ unreadable entry never stops the reloader; retiring an old version never waits o
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -594,6 +595,22 @@ def test_a_bug_during_a_reload_or_a_poll_is_counted_and_never_ends_reloading(tmp
         assert not watcher.done()
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+        await repository.close()
+
+    run(scenario)
+
+
+def test_a_reload_outcome_is_a_value_its_caller_cannot_change(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    write_untrained_checkpoint(models / "sst2-gru", "sst2-gru", "1.0.0")
+
+    async def scenario() -> None:
+        repository, metrics = load(models)
+        repository.start()
+        (outcome,) = await ModelReloader(repository, metrics, models).reload_all("SIGHUP")
+        assert {outcome: "seen"}[dataclasses.replace(outcome)] == "seen"
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            outcome.result = "success"  # type: ignore[misc]
         await repository.close()
 
     run(scenario)

@@ -13,6 +13,7 @@ import grpc
 import pytest
 import torch
 
+from rnn_sentiment.model.inference import encode_texts
 from rnn_sentiment.server.config import ServerConfig
 from rnn_sentiment.server.errors import ServiceError
 from rnn_sentiment.server.metrics import ServerMetrics
@@ -94,7 +95,7 @@ def test_the_default_is_the_first_by_name_listed_first_and_answers_an_empty_name
         assert info(metrics) == {("alpha", "true"): 1.0, ("mid", "false"): 1.0, ("zeta", "false"): 1.0}
         await repository.close()
 
-    asyncio.run(published())
+    asyncio.run(asyncio.wait_for(published(), 60))
 
 
 def test_a_configured_default_is_listed_first_and_an_unknown_one_stops_the_start(models: Path) -> None:
@@ -177,3 +178,65 @@ def test_close_waits_for_held_work_on_a_version(models: Path) -> None:
         assert not thread.is_alive()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_the_batch_delay_reaches_the_batcher_in_milliseconds(models: Path) -> None:
+    async def scenario() -> list[str]:
+        repository, _ = load(models, max_batch_delay_ms=50)
+        repository.start()
+        served = repository.resolve("alpha")
+        try:
+            # A lone text on an idle model waits at most the delay for company: 50 ms, not 50 s.
+            texts = encode_texts(["a good film"], served.loaded.vocab, served.max_tokens)
+            results = await asyncio.wait_for(served.batcher.submit(texts), 10)
+            return [r.label for r in results]
+        finally:
+            await repository.close()
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 120)) in (["negative"], ["positive"])
+
+
+def test_a_replaced_version_that_fails_to_close_is_logged_and_close_still_finishes(
+    models: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def scenario() -> None:
+        repository, _ = load(models)
+        repository.start()
+        old = repository.resolve("mid")
+
+        async def broken_close() -> None:
+            raise RuntimeError("the old version's batcher failed")
+
+        # The one failure injected: nothing in a real version's close() fails on demand.
+        monkeypatch.setattr(old.batcher, "close", broken_close)
+        newer = write_untrained_checkpoint(tmp_path / "mid", "mid", "9.0.0", seed=9)
+        assert repository.swap(repository.prepare(CheckpointDir("mid", newer))) is old
+        try:
+            await repository.close()  # the old version's failure is its own: the others still close
+        finally:
+            await asyncio.to_thread(old.model_thread.shutdown)
+
+    with caplog.at_level(logging.INFO, logger="rnn_sentiment.server.repository"):
+        asyncio.run(asyncio.wait_for(scenario(), 120))
+    failed = [r for r in caplog.records if r.getMessage() == "retiring a replaced model version failed"]
+    assert len(failed) == 1 and failed[0].fields == {"model": "mid", "version": "3.0.0"}  # type: ignore[attr-defined]
+    assert "the old version's batcher failed" in caplog.text
+    assert not any(r.getMessage() == "replaced model version retired" for r in caplog.records)
+
+
+def test_under_workers_a_swap_sets_the_replaced_versions_info_series_to_0(
+    models: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under --workers N the series live in the workers' files, where they cannot be removed.
+    async def scenario() -> dict[tuple[str, str], float]:
+        repository, metrics = load(models)
+        repository.start()
+        monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "metrics"))
+        newer = write_untrained_checkpoint(tmp_path / "mid", "mid", "9.0.0", seed=9)
+        repository.swap(repository.prepare(CheckpointDir("mid", newer)))
+        (family,) = [f for f in metrics.registry.collect() if f.name == "rnn_sentiment_model_info"]
+        await repository.close()
+        return {(s.labels["model"], s.labels["version"]): s.value for s in family.samples}
+
+    assert asyncio.run(asyncio.wait_for(scenario(), 120)) == {
+        ("alpha", "2.0.0"): 1.0, ("mid", "3.0.0"): 0.0, ("mid", "9.0.0"): 1.0, ("zeta", "1.0.0"): 1.0}

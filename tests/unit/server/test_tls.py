@@ -4,6 +4,7 @@ incomplete. The handshakes themselves run on a real server in tests/integration/
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import grpc
@@ -112,3 +113,16 @@ def test_unusable_files_at_start_are_an_error(tmp_path: Path, ca: CertificateAut
     other = ca.issue(tmp_path, "other", dns_names=("localhost",))
     with pytest.raises(ValueError, match="KEY_VALUES_MISMATCH"):
         ReloadingCertificates(TlsFiles(server.cert, other.key))
+
+
+def test_the_configured_files_are_a_value_that_cannot_change_under_the_server(server: Identity) -> None:
+    files = tls_files(str(server.cert), str(server.key), "")
+    assert {files: "served"}[TlsFiles(server.cert, server.key)] == "served"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        files.cert = server.key  # type: ignore[misc]
+
+
+def test_a_directory_given_as_a_file_is_a_problem_not_a_crash(server: Identity, pki: Path) -> None:
+    directory = pki / "a-directory"
+    directory.mkdir(exist_ok=True)
+    assert tls_problems(str(directory), str(server.key), "") == ["[Errno 21] Is a directory"]
