@@ -1,4 +1,4 @@
-"""StreamBatcher and StreamRegistry on a real tiny model and a real model thread."""
+"""StreamBatcher on a real tiny model and a real model thread (StreamRegistry: test_stream_sessions.py)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,15 @@ import asyncio
 import gc
 import time
 import weakref
-from typing import Any, AsyncIterator, Coroutine, TypeVar
+from typing import Any, Coroutine, TypeVar
 
-import grpc
 import pytest
 
 from rnn_sentiment.model.checkpoint import load_checkpoint
 from rnn_sentiment.model.streaming import StreamStepper, make_stream_stepper
-from rnn_sentiment.server.errors import ServiceError
 from rnn_sentiment.server.metrics import ServerMetrics
 from rnn_sentiment.server.model_thread import ModelThread
 from rnn_sentiment.server.stream_batcher import StreamBatcher
-from rnn_sentiment.server.stream_sessions import StreamLimits, StreamRegistry
 from tests.support import write_untrained_checkpoint
 
 
@@ -143,43 +140,6 @@ def test_a_cancelled_chunk_does_not_stop_the_others(stepper) -> None:
     assert [step.token for step in result.steps] == ["good"]
 
 
-async def _silent() -> AsyncIterator[str]:
-    await asyncio.Event().wait()  # never sends
-    yield ""
-
-
-def test_registry_refuses_past_the_limit_and_frees_a_slot_on_leaving() -> None:
-    registry = StreamRegistry(StreamLimits(max_streams=2), ServerMetrics.create())
-    with registry.session(), registry.session():
-        with pytest.raises(ServiceError) as refused:
-            with registry.session():
-                pass
-        assert refused.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "--max-streams 2" in refused.value.message
-    assert registry.open_count == 0
-    with registry.session():
-        assert registry.open_count == 1
-
-
-def test_an_idle_session_ends_with_deadline_exceeded_and_the_drain_with_unavailable() -> None:
-    registry = StreamRegistry(StreamLimits(max_streams=4), ServerMetrics.create())
-
-    async def main() -> tuple[ServiceError, ServiceError]:
-        with registry.session() as idle:
-            with pytest.raises(ServiceError) as idle_end:
-                await idle.next_message(_silent(), 0.05)
-        with registry.session() as waiting:
-            registry.end_all_after(0.05)
-            with pytest.raises(ServiceError) as drain_end:
-                await waiting.next_message(_silent(), 0)  # no idle limit: only the drain ends it
-        await registry.stop()
-        return idle_end.value, drain_end.value
-
-    idle_error, drain_error = run_limited(main())
-    assert idle_error.code == grpc.StatusCode.DEADLINE_EXCEEDED and "idle for 0.05 s" in idle_error.message
-    assert drain_error.code == grpc.StatusCode.UNAVAILABLE and "grace period" in drain_error.message
-
-
 def test_a_batcher_does_not_keep_a_retired_model_thread_alive(stepper) -> None:
     # The server caches batchers by model thread (weakly): a batcher holding its thread would
     # keep every retired version's model and stream executor in memory after a hot reload.
@@ -190,47 +150,6 @@ def test_a_batcher_does_not_keep_a_retired_model_thread_alive(stepper) -> None:
     gc.collect()
     assert retired() is None
     assert batcher.stepper is not None
-
-
-async def _every(seconds: float, count: int) -> AsyncIterator[str]:
-    for index in range(count):
-        await asyncio.sleep(seconds)
-        yield str(index)
-
-
-def test_a_stream_that_keeps_sending_outlives_its_idle_timeout_and_frees_its_timer() -> None:
-    # One idle timer per session is re-armed while messages keep coming: only a silent wait ends it.
-    registry = StreamRegistry(StreamLimits(max_streams=2), ServerMetrics.create())
-
-    async def main() -> tuple[list[str | None], object]:
-        received: list[str | None] = []
-        with registry.session() as session:
-            messages = _every(0.05, 30)  # 1.5 s in all, against an idle timeout of 0.5 s
-            while (message := await session.next_message(messages, 0.5)) is not None:
-                received.append(message)
-        return received, session._timer
-
-    received, timer = run_limited(main())
-    assert received == [str(i) for i in range(30)]
-    assert timer is None  # leaving the registry cancelled it
-
-
-def test_a_caller_cancelling_a_waiting_stream_is_a_cancel_not_an_idle_end() -> None:
-    registry = StreamRegistry(StreamLimits(max_streams=2), ServerMetrics.create())
-
-    async def main() -> None:
-        async def wait() -> None:
-            with registry.session() as session:
-                await session.next_message(_silent(), 60)
-
-        waiting = asyncio.ensure_future(wait())
-        await asyncio.sleep(0.01)
-        waiting.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await waiting
-
-    run_limited(main())
-    assert registry.open_count == 0
 
 
 def make_default_batcher(stepper) -> tuple[StreamBatcher, RecordingStepper, ModelThread, ServerMetrics]:
