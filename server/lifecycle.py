@@ -64,20 +64,19 @@ class Lifecycle:
 
     def stopped(self) -> None:
         """Done: ignore these signals at the OS level, so nothing can kill the process while it
-        exits.
+        exits (docs/reliability.md, "Exit.").
 
         SIG_IGN replaces the loop's handler directly: `remove_signal_handler` restores SIG_DFL
-        for a moment, and a SIGTERM in that moment killed 1 exit in 10 on uvloop under a stream
-        of SIGTERMs (tests/integration/test_signals.py). uvloop leaves dispositions alone when
-        it closes. asyncio's own loop restores SIG_DFL when it closes, a wider moment still (8
-        exits in 10), so from that loop the handlers are removed now, each ignored again at once.
+        for a moment, and a SIGTERM in that moment kills the process. uvloop leaves dispositions
+        alone when it closes; asyncio's own loop restores SIG_DFL when it closes, a wider moment,
+        so from that loop the handlers are removed now, each ignored again at once.
         """
         self.phase = Phase.STOPPED
-        restores_defaults_on_close = isinstance(self._loop, asyncio.SelectorEventLoop) and not self._loop.is_closed()
+        restoring = self._loop if isinstance(self._loop, asyncio.SelectorEventLoop) else None
         for sig in HANDLED_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
-            if restores_defaults_on_close:
-                self._loop.remove_signal_handler(sig)
+            if restoring is not None and not restoring.is_closed():
+                restoring.remove_signal_handler(sig)
                 signal.signal(sig, signal.SIG_IGN)
 
     def handle(self, sig: int) -> None:
