@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Coroutine, Generator, TypeVar
 
 import grpc
 import pytest
@@ -31,6 +31,16 @@ def counted_slices(ran: list[int], count: int):
         ran.append(index)
         yield
     return "done"
+
+
+def timed_slices(count: int, seconds: float, spans: list[tuple[float, float]]) -> Generator[None, None, str]:
+    """A trace of `count` slices, each busy `seconds` on the model thread, its span recorded in `spans`."""
+    for _ in range(count):
+        started = time.monotonic()
+        time.sleep(seconds)
+        spans.append((started, time.monotonic()))
+        yield
+    return "traced"
 
 
 def test_calls_queued_during_a_slice_run_before_the_next_slice() -> None:
@@ -255,18 +265,12 @@ def test_a_heavy_trace_pauses_as_long_as_each_slice_took() -> None:
     slice_seconds = 0.08
     spans: list[tuple[float, float]] = []
 
-    def slices():
-        for _ in range(4):
-            started = time.monotonic()
-            time.sleep(slice_seconds)
-            spans.append((started, time.monotonic()))
-            yield
-        return "traced"
+    slices = timed_slices(4, slice_seconds, spans)
 
     async def scenario() -> SliceClock:
         model_thread = ModelThread("test-model")
         clock = SliceClock()
-        assert await run_slices_on(model_thread, slices(), lambda: None, clock) == "traced"
+        assert await run_slices_on(model_thread, slices, lambda: None, clock) == "traced"
         model_thread.shutdown()
         return clock
 
@@ -361,19 +365,13 @@ def test_a_light_trace_runs_its_slices_back_to_back() -> None:
     pause factor: a 20-word trace answers in milliseconds (docs/reliability.md)."""
     spans: list[tuple[float, float]] = []
 
-    def slices():
-        for _ in range(2):
-            started = time.monotonic()
-            time.sleep(0.002)  # two slices far below UNPAUSED_SECONDS together
-            spans.append((started, time.monotonic()))
-            yield
-        return "traced"
+    slices = timed_slices(2, 0.002, spans)  # two slices far below UNPAUSED_SECONDS together
 
     async def scenario() -> SliceClock:
         model_thread = ModelThread("test-model")
         clock = SliceClock()
         # A factor this large would pause a second after each slice: any pause shows.
-        assert await run_slices_on(model_thread, slices(), lambda: None, clock,
+        assert await run_slices_on(model_thread, slices, lambda: None, clock,
                                    pause_per_slice_second=500.0) == "traced"
         model_thread.shutdown()
         return clock
