@@ -6,13 +6,16 @@ test selection of scripts/mutate_targets.toml runs once unmutated under coverage
 which must pass); then each mutant runs only the tests that can see it, and a mutant on a line
 no selected test executes is recorded as a survivor "not covered" without running
 (scripts/mutation/selection.py has the rule). Sessions are kept in build/mutation/, so a run can
-be stopped and resumed, area by area:
+be stopped and resumed, area by area; each module's results also go to the committed
+scripts/mutate_results.json, which the report is written from and a fresh clone resumes from
+(scripts/mutation/record.py):
 
     .venv/bin/python scripts/mutate.py --list                       # modules, tests, mutant counts
     .venv/bin/python scripts/mutate.py server/servicer.py cli/main.py   # run (or resume) these
     .venv/bin/python scripts/mutate.py --limit 20 client/sync.py    # at most 20 more mutants
     .venv/bin/python scripts/mutate.py --workers 1 cli/main.py      # one worker (default: one per core)
     .venv/bin/python scripts/mutate.py --report                     # rewrite docs/testing.md's report
+    .venv/bin/python scripts/mutate.py --fresh cli/main.py          # run again, ignoring its record
 """
 
 from __future__ import annotations
@@ -33,11 +36,13 @@ except ModuleNotFoundError:  # Python 3.10: cosmic-ray brings `toml`, which read
 from dataclasses import dataclass
 from pathlib import Path
 
+from mutation import record
 from mutation.selection import NOT_COVERED
 
 REPO = Path(__file__).resolve().parent.parent
 TARGETS = REPO / "scripts" / "mutate_targets.toml"
 EQUIVALENT = REPO / "scripts" / "mutate_equivalent.toml"
+RECORD = REPO / "scripts" / "mutate_results.json"  # what a fresh clone keeps (scripts/mutation/record.py)
 STATE = REPO / "build" / "mutation"
 REPORT = REPO / "docs" / "testing.md"
 REPORT_START = "<!-- mutation report: written by scripts/mutate.py, do not edit by hand -->"
@@ -101,7 +106,7 @@ exclude-operators = [{exclude}]
 """)
 
 
-def init_session(target: Target) -> Path:
+def init_session(target: Target, use_record: bool = True) -> Path:
     config, session = session_paths(target)
     STATE.mkdir(parents=True, exist_ok=True)
     fresh_config = not config.exists() or config.read_text() != _config_text(target)
@@ -120,7 +125,26 @@ def init_session(target: Target) -> Path:
     subprocess.run([str(bin_dir / "cr-filter-operators"), str(session), str(config)], cwd=REPO, check=True)
     subprocess.run([str(bin_dir / "cr-filter-pragma"), str(session)], cwd=REPO, check=True)
     (session.with_suffix(".source")).write_text(source)
+    if use_record:
+        restore_from_record(target, session, source)
     return session
+
+
+def restore_from_record(target: Target, session: Path, source: str) -> int:
+    """Give a fresh session the recorded results of the same source; returns how many."""
+    recorded = record.load(RECORD).get(target.module)
+    if recorded is None or not recorded.is_of(source):
+        return 0
+    known = record.restorable(recorded)
+    with sqlite3.connect(session) as db:
+        specs = db.execute("SELECT job_id, operator_name, occurrence FROM mutation_specs").fetchall()
+        rows = [(job_id, *known[(operator, occurrence)]) for job_id, operator, occurrence in specs
+                if (operator, occurrence) in known]
+        db.executemany("INSERT INTO work_results (job_id, worker_outcome, output, test_outcome, diff) "
+                       "VALUES (?, ?, ?, ?, '')", rows)
+    if rows:
+        print(f"{target.module}: {len(rows)} results restored from {RECORD.relative_to(REPO)}", flush=True)
+    return len(rows)
 
 
 def _config_text(target: Target) -> str:
@@ -168,6 +192,62 @@ def outcomes(target: Target) -> list[Outcome]:
     return found
 
 
+@dataclass(frozen=True)
+class ModuleResults:
+    outcomes: list[Outcome]
+    unplaced: dict[str, int]  # results kept only as counts (record.py says when)
+    stale: bool  # measured on another source than the module's current one: not counted
+
+
+def module_results(target: Target, records: dict[str, record.ModuleRecord]) -> ModuleResults | None:
+    """The module's results: its record when it is of the current source (sync_record has put
+    the session's results there), else its session when that is."""
+    source = (REPO / target.module).read_text()
+    _, session = session_paths(target)
+    recorded = records.get(target.module)
+    if recorded is not None and recorded.is_of(source):
+        return ModuleResults(_recorded_outcomes(target, recorded), dict(recorded.unplaced), stale=False)
+    if session.exists() and _source_unchanged(target, session):
+        return ModuleResults(outcomes(target), {}, stale=False)
+    if session.exists():
+        return ModuleResults(outcomes(target), {}, stale=True)
+    if recorded is not None:
+        return ModuleResults(_recorded_outcomes(target, recorded), dict(recorded.unplaced), stale=True)
+    return None
+
+
+def _recorded_outcomes(target: Target, recorded: record.ModuleRecord) -> list[Outcome]:
+    return [Outcome(target.module, "", m.operator, m.occurrence, m.line, m.source_line, m.result)
+            for m in recorded.mutants]
+
+
+def sync_record(targets: dict[str, Target]) -> None:
+    """Copy every session of its module's current source into the committed record."""
+    with record.updating(RECORD, STATE / "record.lock") as records:
+        for target in targets.values():
+            _, session = session_paths(target)
+            if not (session.exists() and _source_unchanged(target, session)):
+                continue
+            found = outcomes(target)
+            source = (REPO / target.module).read_text()
+            recorded = records.get(target.module)
+            # Counts carried over from a report cannot go into a session: keep them until the
+            # session that replaces them has run to the end.
+            if (not found or (recorded is not None and recorded.is_of(source) and recorded.unplaced
+                              and any(o.result == "pending" for o in found))):
+                continue
+            records[target.module] = record.from_results(source, [
+                record.RecordedMutant(o.operator, o.occurrence, o.line, o.source_line, o.result)
+                for o in found if o.result != "skipped"])  # filtered out by operator: never run
+
+
+def complete_in_record(target: Target) -> bool:
+    """Its record is of the current source and nothing of it is left to run."""
+    recorded = record.load(RECORD).get(target.module)
+    return (recorded is not None and recorded.is_of((REPO / target.module).read_text())
+            and recorded.pending() == 0)
+
+
 def classify(worker: str | None, test: str | None, output: str | None) -> str:
     """A stored cosmic-ray result (enum names, as its sessions keep them) as the report counts it."""
     if worker is None:
@@ -209,13 +289,20 @@ def report(targets: dict[str, Target]) -> str:
     rows = []
     survivors = []
     not_started: list[str] = []
+    stale: list[str] = []
+    records = record.load(RECORD)
     for target in targets.values():
         counts = {k: 0 for k in (*COLUMNS, "incompetent", "skipped")}
-        found = outcomes(target)
-        if not found:
+        results = module_results(target, records)
+        if results is None or not (results.outcomes or results.unplaced):
             not_started.append(target.module)
             continue
-        for outcome in found:
+        if results.stale:
+            stale.append(target.module)
+            continue
+        for result, count in results.unplaced.items():
+            counts[result] += count
+        for outcome in results.outcomes:
             result = outcome.result
             if result in ("survived", "not covered") and (reason := equivalent_reason(outcome, known)):
                 result = "equivalent"
@@ -236,6 +323,9 @@ def report(targets: dict[str, Target]) -> str:
     lines += [_row(area, c) for area, c in sorted(by_area.items())]
     if not_started:
         lines += ["", f"Not started yet ({len(not_started)} modules): " + ", ".join(f"`{m}`" for m in not_started) + "."]
+    if stale:
+        lines += ["", f"Run on an earlier source, not counted until run again ({len(stale)} modules): "
+                  + ", ".join(f"`{m}`" for m in stale) + "."]
     lines += ["", "Timed-out mutants count as killed (the suite did not pass); not covered ones as survivors (no "
               "selected test executes their line, so none was run); mutants cosmic-ray could not make are listed, "
               "not counted. Survivors, with the reason where one is judged equivalent "
@@ -262,6 +352,7 @@ def _score(c: dict[str, int]) -> str:
 
 
 def write_report(targets: dict[str, Target]) -> None:
+    sync_record(targets)
     text = REPORT.read_text()
     start, end = text.index(REPORT_START), text.index(REPORT_END) + len(REPORT_END)
     REPORT.write_text(text[:start] + report(targets) + text[end:])
@@ -280,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print each module's test selection and mutant count")
     parser.add_argument("--limit", type=int, help="run at most this many pending mutants per module")
     parser.add_argument("--report", action="store_true", help="only rewrite the report in docs/testing.md")
+    parser.add_argument("--fresh", action="store_true",
+                        help="run the modules from scratch, not from their record in scripts/mutate_results.json")
     parser.add_argument("--retry-survivors", action="store_true",
                         help="run the modules' survivors (not those judged equivalent) again, after adding tests")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -289,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in args.modules if m not in targets]
     if unknown:
         parser.error(f"not in scripts/mutate_targets.toml: {', '.join(unknown)}")
-    chosen = {m: targets[m] for m in args.modules} if args.modules else targets
+    chosen = {m: targets[m] for m in args.modules} if args.modules else dict(targets)
     if args.report:
         write_report(targets)
         return 0
@@ -299,8 +392,16 @@ def main(argv: list[str] | None = None) -> int:
     from mutation.runner import run_modules
 
     sessions = {}
-    for target in chosen.values():
-        sessions[target.module] = init_session(target)
+    for target in list(chosen.values()):
+        no_session = not session_paths(target)[1].exists()
+        if no_session and not (args.fresh or args.retry_survivors) and complete_in_record(target):
+            print(f"{target.module}: complete in {RECORD.relative_to(REPO)} for its current source, not run "
+                  "(--fresh runs it again)", flush=True)
+            del chosen[target.module]
+            continue
+        if args.fresh:
+            session_paths(target)[1].unlink(missing_ok=True)
+        sessions[target.module] = init_session(target, use_record=not args.fresh)
         if args.retry_survivors:
             forget_survivors(target, sessions[target.module])
     failed = run_modules([(t, sessions[t.module]) for t in chosen.values()], max(1, args.workers), args.limit,

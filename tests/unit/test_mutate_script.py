@@ -5,6 +5,7 @@ results are counted."""
 from __future__ import annotations
 
 import shlex
+import shutil
 import sys
 import importlib.util
 from pathlib import Path
@@ -228,3 +229,121 @@ def test_a_test_edited_while_the_baseline_runs_is_not_taken_as_covered_by_it(tmp
     saved = session.with_suffix(".prepass.json")
     assert runner._load_prepass(saved, digests[target.module]) is not None
     assert runner._load_prepass(saved, runner.tree_digest(target)) is None  # the next run takes a new one
+
+
+@pytest.fixture
+def script_in(tmp_path, monkeypatch):
+    """scripts/mutate.py pointed at a scratch repository holding pkg/limits.py (SOURCE), with the
+    real targets' operators, an empty equivalents file, a report block and no sessions."""
+    _classify()
+    script = sys.modules["mutate_script"]
+    module = tmp_path / "pkg" / "limits.py"
+    module.parent.mkdir()
+    module.write_text(SOURCE)
+    (tmp_path / "scripts").mkdir()
+    targets = tmp_path / "scripts" / "mutate_targets.toml"
+    targets.write_text('[operators]\nexclude = ' + repr(script.excluded_operators()).replace("'", '"')
+                       + '\n\n[modules."pkg/limits.py"]\narea = "server"\ntests = ["tests/unit/test_a.py"]\n')
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "testing.md").write_text(f"# Testing\n\n{script.REPORT_START}\n{script.REPORT_END}\n")
+    for name, path in (("REPO", tmp_path), ("TARGETS", targets), ("STATE", tmp_path / "state"),
+                       ("RECORD", tmp_path / "scripts" / "mutate_results.json"),
+                       ("EQUIVALENT", tmp_path / "scripts" / "mutate_equivalent.toml"),
+                       ("REPORT", tmp_path / "docs" / "testing.md")):
+        monkeypatch.setattr(script, name, path)
+    return script
+
+
+def _run_every_mutant(script, target, result_of) -> None:
+    """Store a result for each pending mutant, as a finished run would."""
+    import sqlite3
+
+    _, session = script.session_paths(target)
+    with sqlite3.connect(session) as db:
+        specs = db.execute("SELECT job_id, operator_name FROM mutation_specs WHERE job_id NOT IN "
+                           "(SELECT job_id FROM work_results)").fetchall()
+        db.executemany("INSERT INTO work_results (job_id, worker_outcome, output, test_outcome, diff) "
+                       "VALUES (?, 'NORMAL', ?, ?, '')",
+                       [(job_id, *result_of(operator)) for job_id, operator in specs])
+
+
+def _survives_if_numbers(operator: str) -> tuple[str, str]:
+    return ("1 passed", "SURVIVED") if "NumberReplacer" in operator else ("1 failed", "KILLED")
+
+
+def test_a_fresh_clone_keeps_the_report_its_sessions_never_saw(script_in):
+    """Sessions live only in the checkout that ran them: the report written from them alone told a
+    fresh clone that every module was "not started" and overwrote the committed counts. The record
+    (scripts/mutate_results.json) keeps them."""
+    target = script_in.load_targets()["pkg/limits.py"]
+    script_in.init_session(target)
+    _run_every_mutant(script_in, target, _survives_if_numbers)
+    script_in.write_report(script_in.load_targets())
+    with_session = script_in.REPORT.read_text()
+    assert "| `pkg/limits.py` |" in with_session
+
+    shutil.rmtree(script_in.STATE)  # a fresh clone: the committed files, no build/
+    script_in.write_report(script_in.load_targets())
+    assert script_in.REPORT.read_text() == with_session
+    assert "Not started yet" not in with_session
+
+
+def test_a_fresh_session_resumes_from_the_record_of_the_same_source(script_in):
+    target = script_in.load_targets()["pkg/limits.py"]
+    script_in.init_session(target)
+    ran = {o.job_id: o for o in script_in.outcomes(target)}
+    first_three = sorted(j for j, o in ran.items() if o.result == "pending")[:3]
+    _run_every_mutant(script_in, target, _survives_if_numbers)
+    import sqlite3
+
+    _, session = script_in.session_paths(target)
+    with sqlite3.connect(session) as db:  # a run stopped after three mutants
+        db.execute(f"DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND job_id NOT IN "
+                   f"({','.join('?' * len(first_three))})", first_three)
+    script_in.sync_record(script_in.load_targets())
+    before = sorted((o.operator, o.occurrence, o.result) for o in script_in.outcomes(target))
+
+    shutil.rmtree(script_in.STATE)
+    script_in.init_session(target)
+    after = sorted((o.operator, o.occurrence, o.result) for o in script_in.outcomes(target))
+    assert after == before
+    assert sum(r != "pending" for *_, r in after if r != "skipped") == 3
+    assert not script_in.complete_in_record(target)  # so `make mutate` runs the rest
+
+
+def test_a_record_of_another_source_is_neither_counted_nor_restored(script_in):
+    target = script_in.load_targets()["pkg/limits.py"]
+    script_in.init_session(target)
+    _run_every_mutant(script_in, target, _survives_if_numbers)
+    script_in.sync_record(script_in.load_targets())
+    assert script_in.complete_in_record(target)
+
+    shutil.rmtree(script_in.STATE)
+    (script_in.REPO / "pkg" / "limits.py").write_text(SOURCE.replace("LIMIT = 3", "LIMIT = 4"))
+    assert not script_in.complete_in_record(target)
+    script_in.write_report(script_in.load_targets())
+    report = script_in.REPORT.read_text()
+    assert "| `pkg/limits.py` |" not in report
+    assert "Run on an earlier source, not counted until run again (1 modules): `pkg/limits.py`" in report
+    script_in.init_session(target)
+    assert {o.result for o in script_in.outcomes(target)} <= {"pending", "skipped"}
+
+
+def test_counts_carried_over_from_a_report_wait_for_a_complete_run_to_replace_them(script_in):
+    """A module carried over from the report keeps its killed mutants only as counts; a session
+    started on it must not overwrite them with its own partial results."""
+    from mutation import record
+
+    target = script_in.load_targets()["pkg/limits.py"]
+    source = (script_in.REPO / "pkg" / "limits.py").read_text()
+    carried = record.from_results(source, [])
+    carried.unplaced = {"killed": 5}
+    with record.updating(script_in.RECORD, script_in.STATE / "record.lock") as records:
+        records["pkg/limits.py"] = carried
+    script_in.init_session(target)  # nothing of it can be placed: every mutant is pending
+    script_in.sync_record(script_in.load_targets())
+    assert record.load(script_in.RECORD)["pkg/limits.py"].unplaced == {"killed": 5}
+    _run_every_mutant(script_in, target, _survives_if_numbers)
+    script_in.sync_record(script_in.load_targets())
+    replaced = record.load(script_in.RECORD)["pkg/limits.py"]
+    assert replaced.unplaced == {} and replaced.mutants and replaced.pending() == 0

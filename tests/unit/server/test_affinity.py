@@ -51,3 +51,14 @@ def test_without_the_variable_nothing_is_pinned(monkeypatch: pytest.MonkeyPatch)
     before = os.sched_getaffinity(0)
     assert affinity.pin_from_environment() is None
     assert os.sched_getaffinity(0) == before
+
+
+def test_usable_cpus_are_this_processs_own_not_another_processs() -> None:
+    """A worker started under `taskset` (or in a cpuset) may use only its own CPUs; pinning must
+    choose among those, not among the CPUs some other process (pid 1) may use."""
+    cpu = max(os.sched_getaffinity(0))
+    script = "from rnn_sentiment.server.affinity import usable_cpus; print(usable_cpus())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"[{cpu}]"
