@@ -137,7 +137,8 @@ def restore_from_record(target: Target, session: Path, source: str) -> int:
         return 0
     known = record.restorable(recorded)
     with sqlite3.connect(session) as db:
-        specs = db.execute("SELECT job_id, operator_name, occurrence FROM mutation_specs").fetchall()
+        specs = db.execute("SELECT job_id, operator_name, occurrence FROM mutation_specs WHERE job_id NOT IN "
+                           "(SELECT job_id FROM work_results)").fetchall()  # not those the filters skipped
         rows = [(job_id, *known[(operator, occurrence)]) for job_id, operator, occurrence in specs
                 if (operator, occurrence) in known]
         db.executemany("INSERT INTO work_results (job_id, worker_outcome, output, test_outcome, diff) "
@@ -236,9 +237,15 @@ def sync_record(targets: dict[str, Target]) -> None:
             if (not found or (recorded is not None and recorded.is_of(source) and recorded.unplaced
                               and any(o.result == "pending" for o in found))):
                 continue
+            # For one source, results only accumulate: a mutant pending in the session (made
+            # afresh, or a survivor --retry-survivors runs again) keeps its recorded result
+            # until it has run again.
+            ran = ({(m.operator, m.occurrence): m for m in recorded.mutants if m.result != "pending"}
+                   if recorded is not None and recorded.is_of(source) else {})
             records[target.module] = record.from_results(source, [
-                record.RecordedMutant(o.operator, o.occurrence, o.line, o.source_line, o.result)
-                for o in found if o.result != "skipped"])  # filtered out by operator: never run
+                ran.get((o.operator, o.occurrence)) if o.result == "pending" and (o.operator, o.occurrence) in ran
+                else record.RecordedMutant(o.operator, o.occurrence, o.line, o.source_line, o.result)
+                for o in found])
 
 
 def complete_in_record(target: Target) -> bool:
@@ -290,12 +297,16 @@ def report(targets: dict[str, Target]) -> str:
     survivors = []
     not_started: list[str] = []
     stale: list[str] = []
+    without_mutants: list[str] = []
     records = record.load(RECORD)
     for target in targets.values():
         counts = {k: 0 for k in (*COLUMNS, "incompetent", "skipped")}
         results = module_results(target, records)
-        if results is None or not (results.outcomes or results.unplaced):
+        if results is None:
             not_started.append(target.module)
+            continue
+        if not results.stale and not results.unplaced and all(o.result == "skipped" for o in results.outcomes):
+            without_mutants.append(target.module)  # none of the chosen operators applies to it
             continue
         if results.stale:
             stale.append(target.module)
@@ -323,6 +334,8 @@ def report(targets: dict[str, Target]) -> str:
     lines += [_row(area, c) for area, c in sorted(by_area.items())]
     if not_started:
         lines += ["", f"Not started yet ({len(not_started)} modules): " + ", ".join(f"`{m}`" for m in not_started) + "."]
+    if without_mutants:
+        lines += ["", "No mutants (none of the operators applies): " + ", ".join(f"`{m}`" for m in without_mutants) + "."]
     if stale:
         lines += ["", f"Run on an earlier source, not counted until run again ({len(stale)} modules): "
                   + ", ".join(f"`{m}`" for m in stale) + "."]

@@ -38,7 +38,6 @@ RAW_RESULTS: dict[str, tuple[str, str, str | None]] = {
     "not covered": ("NORMAL", f"{NOT_COVERED}: restored from the record", "SURVIVED"),
     "timeout": ("ABNORMAL", "timeout", "KILLED"),
     "incompetent": ("EXCEPTION", "restored from the record", "INCOMPETENT"),
-    "skipped": ("SKIPPED", "restored from the record", None),
     "error": ("EXCEPTION", "restored from the record", "KILLED"),
 }
 
@@ -73,7 +72,8 @@ def load(path: Path) -> dict[str, ModuleRecord]:
     if not path.exists():
         return {}
     stored = json.loads(path.read_text())
-    return {module: ModuleRecord(entry["source_sha256"], [RecordedMutant(**m) for m in entry["mutants"]],
+    return {module: ModuleRecord(entry["source_sha256"],
+                                 [RecordedMutant(**m) for m in entry["mutants"] if m["result"] != "skipped"],
                                  dict(entry.get("unplaced", {})))
             for module, entry in stored["modules"].items()}
 
@@ -113,7 +113,10 @@ def updating(path: Path, lock_path: Path) -> Iterator[dict[str, ModuleRecord]]:
 
 
 def from_results(source: str, mutants: Iterable[RecordedMutant]) -> ModuleRecord:
-    return ModuleRecord(source_digest(source), sorted(mutants, key=lambda m: (m.line, m.operator, m.occurrence)))
+    """The record of a module's results; mutants its operator filter skipped are left out (a
+    fresh session skips them again)."""
+    return ModuleRecord(source_digest(source), sorted((m for m in mutants if m.result != "skipped"),
+                                                      key=lambda m: (m.line, m.operator, m.occurrence)))
 
 
 def restorable(record: ModuleRecord) -> dict[tuple[str, int], tuple[str, str, str | None]]:

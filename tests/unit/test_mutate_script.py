@@ -347,3 +347,58 @@ def test_counts_carried_over_from_a_report_wait_for_a_complete_run_to_replace_th
     script_in.sync_record(script_in.load_targets())
     replaced = record.load(script_in.RECORD)["pkg/limits.py"]
     assert replaced.unplaced == {} and replaced.mutants and replaced.pending() == 0
+
+
+def test_a_module_no_operator_applies_to_is_reported_as_without_mutants_not_as_not_started(script_in):
+    """cli/train_command.py has no number, comparison or operator to mutate: after its run it
+    read "not started" for ever."""
+    (script_in.REPO / "pkg" / "names.py").write_text('"""Flag names."""\n\nSPELLINGS = {"data": ("--data",)}\n')
+    with open(script_in.TARGETS, "a") as targets:
+        targets.write('\n[modules."pkg/names.py"]\narea = "cli"\ntests = ["tests/unit/test_a.py"]\n')
+    script_in.init_session(script_in.load_targets()["pkg/names.py"])
+    script_in.write_report(script_in.load_targets())
+    report = script_in.REPORT.read_text()
+    assert "No mutants (none of the operators applies): `pkg/names.py`." in report
+    assert "Not started yet (1 modules): `pkg/limits.py`." in report
+
+
+def test_a_record_listing_the_filters_skipped_mutants_still_restores(script_in):
+    """The operator filter marks excluded mutants skipped when a session is made; a record that
+    also lists them (the first version wrote them) made the restore insert a second result for
+    the same mutant and stop the run."""
+    import json
+    import sqlite3
+
+    target = script_in.load_targets()["pkg/limits.py"]
+    _, session = script_in.session_paths(target)
+    script_in.init_session(target)
+    _run_every_mutant(script_in, target, _survives_if_numbers)
+    with sqlite3.connect(session) as db:
+        assert db.execute("SELECT count(*) FROM work_results WHERE worker_outcome = 'SKIPPED'").fetchone()[0] > 0
+    every = [{"operator": o.operator, "occurrence": o.occurrence, "line": o.line, "source_line": o.source_line,
+              "result": o.result} for o in script_in.outcomes(target)]
+    script_in.RECORD.write_text(json.dumps({"modules": {"pkg/limits.py": {
+        "source_sha256": script_in.record.source_digest(SOURCE), "mutants": every}}}))
+    expected = sorted((o.operator, o.occurrence, o.result) for o in script_in.outcomes(target))
+
+    shutil.rmtree(script_in.STATE)
+    script_in.init_session(target)
+    assert sorted((o.operator, o.occurrence, o.result) for o in script_in.outcomes(target)) == expected
+
+
+def test_a_session_made_afresh_never_takes_results_back_out_of_the_record(script_in):
+    """A session made afresh (a new test selection, or a restore that failed) holds every mutant
+    pending: synced as it was, it overwrote a module's finished results in the record."""
+    import sqlite3
+
+    target = script_in.load_targets()["pkg/limits.py"]
+    script_in.init_session(target)
+    _run_every_mutant(script_in, target, _survives_if_numbers)
+    script_in.sync_record(script_in.load_targets())
+    finished = script_in.record.load(script_in.RECORD)["pkg/limits.py"]
+
+    _, session = script_in.session_paths(target)
+    with sqlite3.connect(session) as db:
+        db.execute("DELETE FROM work_results WHERE worker_outcome = 'NORMAL'")
+    script_in.sync_record(script_in.load_targets())
+    assert script_in.record.load(script_in.RECORD)["pkg/limits.py"] == finished

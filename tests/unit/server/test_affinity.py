@@ -62,3 +62,29 @@ def test_usable_cpus_are_this_processs_own_not_another_processs() -> None:
                           preexec_fn=lambda: os.sched_setaffinity(0, {cpu}))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"[{cpu}]"
+
+
+def test_pinning_a_worker_whose_threads_come_and_go_never_fails() -> None:
+    """gRPC's and the model's threads start and end while a worker pins itself: a thread listed in
+    /proc/self/task may be gone by the time it is pinned, and that must not stop the worker."""
+    cpu = min(os.sched_getaffinity(0))
+    script = textwrap.dedent(f"""
+        import threading, time
+        from rnn_sentiment.server.affinity import pin_this_process
+        stop = threading.Event()
+        def churn():
+            while not stop.is_set():
+                thread = threading.Thread(target=lambda: None); thread.start(); thread.join()
+        churners = [threading.Thread(target=churn) for _ in range(2)]
+        for thread in churners: thread.start()
+        try:
+            started = time.monotonic()
+            while time.monotonic() - started < 1.0:  # ~500 threads gone mid-walk in a second here
+                pin_this_process({cpu})
+        finally:
+            stop.set()
+        print("pinned")
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["pinned"]
