@@ -425,3 +425,25 @@ def test_a_checkpoint_file_that_cannot_be_opened_is_refused_naming_it(saved):
     (directory / "vocab.json").symlink_to("vocab.json")  # a link to itself: ELOOP, even for root
     with pytest.raises(CheckpointError, match="checkpoint file .*vocab.json cannot be read: .*symbolic links"):
         load_checkpoint(directory)
+
+
+def test_weights_that_grow_while_read_are_refused(saved, monkeypatch):
+    """A save landing on the weights while a server loads them (the size is taken when the file
+    is opened, the tensors read after the header is checked): loading a mix of two files must
+    fail, naming the file, and never serve it. (A file that shrinks meanwhile is read whole from
+    the reader's buffer when it is as small as a tiny test model's.)"""
+    import rnn_sentiment.model.checkpoint as checkpoint
+    from rnn_sentiment.model.checkpoint import WEIGHTS_FILE
+
+    directory, _ = saved
+    weights = directory / WEIGHTS_FILE
+    real_check = checkpoint.check_tensors
+
+    def check_while_a_writer_appends(*args, **kwargs):
+        real_check(*args, **kwargs)
+        with open(weights, "ab") as file:
+            file.write(b"\0" * 64)
+
+    monkeypatch.setattr(checkpoint, "check_tensors", check_while_a_writer_appends)
+    with pytest.raises(CheckpointError, match=f"checkpoint file .*{WEIGHTS_FILE} changed size while it was read"):
+        load_checkpoint(directory)
