@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import subprocess
 import sys
 import importlib.util
 from pathlib import Path
 
 import pytest
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import toml as tomllib  # type: ignore[no-redef]
 
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
@@ -231,12 +237,41 @@ def test_a_test_edited_while_the_baseline_runs_is_not_taken_as_covered_by_it(tmp
     assert runner._load_prepass(saved, runner.tree_digest(target)) is None  # the next run takes a new one
 
 
+@pytest.fixture(scope="module")
+def made_sessions() -> dict[tuple[str, str], bytes]:
+    """Sessions as cosmic-ray's init and filters made them, by (module source, config): one
+    module's tests make each once (three cosmic-ray processes, seconds) and copy it after."""
+    return {}
+
+
 @pytest.fixture
-def script_in(tmp_path, monkeypatch):
+def script_in(tmp_path, monkeypatch, made_sessions):
     """scripts/mutate.py pointed at a scratch repository holding pkg/limits.py (SOURCE), with the
     real targets' operators, an empty equivalents file, a report block and no sessions."""
     _classify()
     script = sys.modules["mutate_script"]
+    real_run = script.subprocess.run
+    copied: set[str] = set()
+
+    def made_once(command, *args, **kwargs):
+        tool = Path(command[0]).name
+        if tool == "cosmic-ray" and command[1] == "init":
+            config, session = Path(command[2]), Path(command[3])
+            source = (tmp_path / tomllib.loads(config.read_text())["cosmic-ray"]["module-path"]).read_text()
+            key = (source, config.read_text())
+            if key not in made_sessions:
+                for step in (command, [command[0].replace("cosmic-ray", "cr-filter-operators"), str(session), str(config)],
+                             [command[0].replace("cosmic-ray", "cr-filter-pragma"), str(session)]):
+                    real_run(step, *args, **kwargs)
+                made_sessions[key] = session.read_bytes()
+            session.write_bytes(made_sessions[key])
+            copied.add(str(session))
+            return subprocess.CompletedProcess(command, 0)
+        if tool.startswith("cr-filter-") and command[1] in copied:
+            return subprocess.CompletedProcess(command, 0)  # the copy was made after the filters
+        return real_run(command, *args, **kwargs)
+
+    monkeypatch.setattr(script.subprocess, "run", made_once)
     module = tmp_path / "pkg" / "limits.py"
     module.parent.mkdir()
     module.write_text(SOURCE)
