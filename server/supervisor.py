@@ -189,8 +189,12 @@ async def _supervise(config: ServerConfig, lifecycle: Lifecycle) -> int:
             for slot in slots:
                 _check(slot, multiproc_dir, start)
     finally:
-        forward(signal.SIGTERM)
-        codes = await asyncio.gather(*(asyncio.to_thread(p.wait) for p in running()))
+        # The workers to wait for are taken before SIGTERM: one that exits at once would be
+        # reaped by the next poll() and left out of the exit codes (and the exit status).
+        stopping = running()
+        for process in stopping:
+            process.send_signal(signal.SIGTERM)
+        codes = await asyncio.gather(*(asyncio.to_thread(p.wait) for p in stopping))
         if metrics_endpoint is not None:
             await metrics_endpoint.close()
         shutil.rmtree(multiproc_dir, ignore_errors=True)
