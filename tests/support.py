@@ -3,17 +3,19 @@ scripted stand-in gRPC server inside the test process."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from concurrent import futures
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Coroutine, Iterator, TypeVar
 
 import grpc
 
@@ -141,3 +143,24 @@ def write_untrained_checkpoint(directory: Path, name: str, version: str, cell: s
                          pooling="last", dropout=0.0)
     save_checkpoint(directory, SentimentRNN(config, vocab_size=len(vocab)), vocab, config, name=name, version=version)
     return directory
+
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    """An event loop on a thread of its own: coroutines (an in-process server, the asyncio SDK)
+    run from blocking test code, and what they make lives between calls."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()

@@ -23,19 +23,18 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
 
 from rnn_sentiment.cli.main import build_parser, main
 from rnn_sentiment.client import SentimentClient
 from rnn_sentiment.server.validation import BLANK_TEXT
+from tests.support import LoopThread
 
-T = TypeVar("T")
 ANSI = "\x1b["
 MAX_TEXT_CHARS = 1000
 MAX_TEXTS = 8
@@ -68,23 +67,6 @@ def usage_error(capsys: pytest.CaptureFixture[str], *argv: str) -> Run:
     return Run(int(raised.value.code or 0), captured.out, captured.err)
 
 
-class LoopThread:
-    """An event loop on a thread of its own, for a server that lives while the tests call it."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(120)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
-
-
 @contextmanager
 def in_process_server(load_models: bool = True) -> Iterator[str]:
     """A real server on 127.0.0.1 serving the shipped models (or, unloaded, still starting:
@@ -96,13 +78,13 @@ def in_process_server(load_models: bool = True) -> Iterator[str]:
     loop = LoopThread()
     config = ServerConfig(address="127.0.0.1:0", metrics_address="", torch_threads=1,
                           max_text_chars=MAX_TEXT_CHARS, max_texts_per_request=MAX_TEXTS)
-    running = loop.call(bind_server(config))
+    running = loop.run(bind_server(config))
     try:
         if load_models:
-            loop.call(running.load_models())
+            loop.run(running.load_models())
         yield f"127.0.0.1:{running.port}"
     finally:
-        loop.call(running.drain())
+        loop.run(running.drain())
         loop.close()
 
 

@@ -13,9 +13,8 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Iterable, Iterator, TypeVar
+from typing import Any, AsyncIterator, Callable, Iterable, Iterator
 
 import grpc
 import pytest
@@ -24,9 +23,8 @@ from rnn_sentiment.client import AsyncSentimentClient, SentimentClient, Sentimen
 from rnn_sentiment.client.channel import RetryPolicy
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from tests.support import stand_in_server
+from tests.support import LoopThread, stand_in_server
 
-T = TypeVar("T")
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_seconds=0.01, max_backoff_seconds=0.02)
 
 
@@ -98,27 +96,10 @@ def scripted() -> Iterator[tuple[ScriptedStreams, str]]:
         yield service, target
 
 
-class Loop:
-    """An event loop in a thread: the asyncio client's coroutines, awaited from blocking code."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-
 class AwaitedStream:
     """An AsyncSentimentStream behind SentimentStream's interface."""
 
-    def __init__(self, loop: Loop, stream: Any) -> None:
+    def __init__(self, loop: LoopThread, stream: Any) -> None:
         self.loop, self.stream = loop, stream
 
     @property
@@ -143,7 +124,7 @@ class AwaitedClient:
     """An AsyncSentimentClient behind SentimentClient's interface (stream, predict_stream)."""
 
     def __init__(self, target: str, **options: Any) -> None:
-        self.loop = Loop()
+        self.loop = LoopThread()
 
         async def opened() -> AsyncSentimentClient:
             return AsyncSentimentClient(target, **options)
@@ -158,7 +139,7 @@ class AwaitedClient:
         try:
             while True:
                 try:
-                    yield self.loop.run(predictions.__anext__())
+                    yield self.loop.run(predictions.__anext__(), 60)
                 except StopAsyncIteration:
                     return
         finally:
@@ -169,7 +150,7 @@ class AwaitedClient:
 
     def __exit__(self, *exc_info: object) -> None:
         self.loop.run(self.client.close())
-        self.loop.stop()
+        self.loop.close()
 
 
 CLIENTS: dict[str, Callable[..., Any]] = {"blocking": SentimentClient, "asyncio": AwaitedClient}
