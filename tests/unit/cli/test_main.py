@@ -13,6 +13,7 @@ settings.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -527,3 +528,62 @@ def test_train_prints_the_training_record_it_stored_in_the_checkpoint(
                  "--evals-per-epoch", "1", "--weights-dtype", "float32")
     assert result.code == 0
     assert result.out == json.dumps(asdict(load_checkpoint(output).training), indent=2) + "\n"
+
+
+# --- predict ---------------------------------------------------------------------------------------
+
+def predict_from_stdin(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, target: str,
+                       lines: list[str], *flags: str) -> Run:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("".join(f"{line}\n" for line in lines)))
+    return run(capsys, "predict", "--target", target, *flags)
+
+
+def test_predict_json_prints_the_whole_answer_indented_and_refuses_stdin(
+        server: str, capsys: pytest.CaptureFixture[str]) -> None:
+    result = run(capsys, "predict", "--target", server, "--json", "a good film")
+    assert result.code == 0
+    answer = json.loads(result.out)
+    assert [p["label"] for p in answer["predictions"]] == ["positive"]
+    assert result.out == json.dumps(answer, indent=2) + "\n"
+    refused = run(capsys, "predict", "--target", server, "--json")
+    assert refused.code == 2 and "--json takes TEXT arguments; for stdin use --format jsonl" in refused.err
+
+
+@pytest.mark.parametrize("texts, shown", [
+    (100, ""),  # too few to be worth a progress line
+    (256, "\r256 texts scored\r256 texts scored\r\n"),
+    (300, "\r256 texts scored\r300 texts scored\r\n"),
+])
+def test_predict_counts_texts_scored_on_a_terminals_stderr_every_256(
+        server: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, texts: int,
+        shown: str) -> None:
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal.stdout)
+    result = predict_from_stdin(capsys, monkeypatch, server, ["good"] * texts, "--format", "jsonl")
+    monkeypatch.undo()
+    assert result.code == 0 and len(result.out.splitlines()) == texts
+    assert terminal.close().decode() == shown  # the terminal turns "\n" into "\r\n"
+
+
+def test_predict_notes_at_most_10_truncated_texts_by_their_number_in_the_table_only(
+        server: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    result = predict_from_stdin(capsys, monkeypatch, server, ["short", *[LONG_TEXT] * 12], "--format", "table")
+    notes = [line for line in result.err.splitlines() if line.startswith("note: ")]
+    assert result.code == 0 and [note.split(" has ")[0] for note in notes] == [f"note: text {i}" for i in range(2, 12)]
+    single = run(capsys, "predict", "--target", server, LONG_TEXT)
+    assert single.err.startswith("note: the text has ") and single.code == 0
+    as_jsonl = predict_from_stdin(capsys, monkeypatch, server, [LONG_TEXT], "--format", "jsonl")
+    assert as_jsonl.err == "" and json.loads(as_jsonl.out)["truncated"] is True  # the record carries it
+
+
+def test_predict_whose_reader_went_away_exits_0(server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rnn-sentiment predict … | head`: the reader's choice, not a failure (docs/sdk.md)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    closed = open(write_end, "w", buffering=1)  # line-buffered: the first line meets the closed pipe
+    monkeypatch.setattr(sys, "stdout", closed)
+    try:
+        assert main(["predict", "--target", server, "good", "bad"]) == 0
+    finally:
+        monkeypatch.undo()
+        closed.close()

@@ -141,3 +141,11 @@ def test_an_unreadable_tls_file_is_named_with_the_systems_reason(tmp_path: Path)
     with pytest.raises(ValueError) as raised:
         channel_settings(client_cert=tmp_path, client_key=tmp_path, environ={})  # a folder, not a file
     assert str(raised.value) == f"client_key {str(tmp_path)!r}: Is a directory"
+
+
+def test_the_sdks_keepalive_is_the_documented_one_a_default_server_accepts() -> None:
+    """docs/sdk.md: pings every 5 minutes (`grpc.keepalive_time_ms` 300000), only while calls are
+    open, dropped after 20 s unanswered: a default gRPC server answers more frequent pings with
+    GOAWAY ("too_many_pings")."""
+    assert dict(KEEPALIVE_OPTIONS) == {"grpc.keepalive_time_ms": 300_000, "grpc.keepalive_timeout_ms": 20_000,
+                                       "grpc.keepalive_permit_without_calls": 0}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import AsyncIterator, Iterator
 
 import grpc
@@ -28,12 +29,14 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
         self.in_flight = 0
         self.most_in_flight = 0
         self.refuse_text = ""
+        self.reported_limit = LIMIT  # 0: a server too old to report its limit
+        self.answer_after = 0.0  # seconds each Predict holds its call, so callers' calls overlap
         self._lock = threading.Lock()
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
         with self._lock:
             self.info_calls += 1
-        return pb.ModelInfo(name="recorded", max_texts_per_request=LIMIT)
+        return pb.ModelInfo(name="recorded", max_texts_per_request=self.reported_limit)
 
     def Predict(self, request: pb.PredictRequest, context: grpc.ServicerContext) -> pb.PredictResponse:
         with self._lock:
@@ -41,8 +44,10 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
         try:
-            if len(request.texts) > LIMIT:
+            if len(request.texts) > (self.reported_limit or 64):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many texts")
+            if self.answer_after:
+                time.sleep(self.answer_after)
             if self.refuse_text in request.texts:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
             return pb.PredictResponse(predictions=[pb.Prediction(label=t) for t in request.texts], model="recorded")
@@ -106,13 +111,58 @@ def test_the_asyncio_client_does_the_same(recorded) -> None:
         for text in TEXTS:
             yield text
 
-    async def run() -> tuple[list[str], list[str]]:
+    async def run() -> tuple[list[str], int, list[str]]:
         async with AsyncSentimentClient(target) as client:
             from_async = [p.label async for p in client.predict_many(texts(), in_flight=2)]
+            most_in_flight = service.most_in_flight  # the next call keeps the default 4 going
             from_list = [p.label async for p in client.predict_many(TEXTS[:20], batch_size=5)]
-            return from_async, from_list
+            return from_async, most_in_flight, from_list
 
-    from_async, from_list = asyncio.run(run())
+    from_async, most_in_flight, from_list = asyncio.run(run())
     assert from_async == TEXTS and from_list == TEXTS[:20]
     assert service.info_calls == 1 and max(service.chunk_sizes) == LIMIT and service.chunk_sizes[-4:] == [5] * 4
-    assert service.most_in_flight <= 2
+    assert most_in_flight <= 2
+
+
+def labels_of(client_kind: str, target: str, texts: list[str], **options: object) -> list[str]:
+    """predict_many's labels through the blocking or the asyncio client."""
+    if client_kind == "blocking":
+        with SentimentClient(target) as client:
+            return [p.label for p in client.predict_many(texts, **options)]
+
+    async def run() -> list[str]:
+        async with AsyncSentimentClient(target) as client:
+            return [p.label async for p in client.predict_many(texts, **options)]
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("client_kind", ["blocking", "asyncio"])
+@pytest.mark.parametrize("in_flight", [1, 3, None])
+def test_exactly_in_flight_calls_overlap_and_4_by_default(recorded, client_kind: str, in_flight: int | None) -> None:
+    """docs/sdk.md: "Keeps `in_flight` requests (default 4) going at once": with calls the server
+    holds a moment, that many overlap, never more."""
+    service, target = recorded
+    service.answer_after = 0.05
+    options = {} if in_flight is None else {"in_flight": in_flight}
+    assert labels_of(client_kind, target, TEXTS[:70], **options) == TEXTS[:70]  # 10 calls of 7
+    assert service.most_in_flight == (4 if in_flight is None else in_flight)
+
+
+@pytest.mark.parametrize("client_kind", ["blocking", "asyncio"])
+def test_one_text_per_call_and_one_call_at_a_time_are_allowed_zero_is_refused(recorded, client_kind: str) -> None:
+    service, target = recorded
+    assert labels_of(client_kind, target, TEXTS[:5], batch_size=1, in_flight=1) == TEXTS[:5]
+    assert service.chunk_sizes == [1] * 5 and service.most_in_flight == 1
+    for bad in ({"batch_size": 0}, {"in_flight": 0}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be at least 1, got 0"):
+            labels_of(client_kind, target, TEXTS[:5], **bad)
+
+
+@pytest.mark.parametrize("client_kind", ["blocking", "asyncio"])
+def test_a_server_that_reports_no_limit_is_sent_64_texts_per_call(recorded, client_kind: str) -> None:
+    """docs/sdk.md: a server too old to report max_texts_per_request is assumed to take 64."""
+    service, target = recorded
+    service.reported_limit = 0
+    assert labels_of(client_kind, target, TEXTS, in_flight=1) == TEXTS
+    assert service.chunk_sizes == [64, 36]

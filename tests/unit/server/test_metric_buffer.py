@@ -135,3 +135,30 @@ def test_a_render_after_the_loop_closed_does_not_wait_for_it() -> None:
     metrics = asyncio.run(make())  # the loop is closed once this returns
     metrics.for_model("sst2-gru", ["negative", "positive"]).predictions["positive"].inc()
     assert b"rnn_sentiment_predictions_total" in generate_latest(metrics.registry)
+
+
+def test_a_gauge_flushed_before_any_set_reads_0() -> None:
+    registry = CollectorRegistry()
+    _, depth, _ = _metrics(registry)
+    series = depth.labels(model="m")
+    from rnn_sentiment.server.metric_buffer import BufferedGauge
+
+    BufferedGauge(series).flush()
+    assert registry.get_sample_value("depth", {"model": "m"}) == 0.0
+
+
+@pytest.mark.parametrize("missing", ["_upper_bounds", "_buckets", "_sum"])
+def test_a_histogram_without_the_layout_it_adds_to_is_refused_at_once(missing: str) -> None:
+    """A prometheus_client release that moved any one of these must fail at start, not count wrong."""
+    registry = CollectorRegistry()
+    _, _, seconds = _metrics(registry)
+    series = seconds.labels(method="m")
+
+    class Moved:
+        def __getattr__(self, name: str) -> object:
+            if name == missing:
+                raise AttributeError(name)
+            return getattr(series, name)
+
+    with pytest.raises(TypeError, match="does not have the histogram layout"):
+        BufferedHistogram(Moved())
