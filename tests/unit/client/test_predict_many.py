@@ -31,6 +31,9 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
         self.refuse_text = ""
         self.reported_limit = LIMIT  # 0: a server too old to report its limit
         self.answer_after = 0.0  # seconds each Predict holds its call, so callers' calls overlap
+        self.held = 0  # calls held answer_after seconds
+        self.cancelled = 0  # held calls whose caller had gone by the time they were answered
+        self.answer_at_once = ""  # a call holding this text is not held
         self._lock = threading.Lock()
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
@@ -46,8 +49,13 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
         try:
             if len(request.texts) > (self.reported_limit or 64):
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "too many texts")
-            if self.answer_after:
+            if self.answer_after and self.answer_at_once not in request.texts:
+                with self._lock:
+                    self.held += 1
                 time.sleep(self.answer_after)
+                if not context.is_active():
+                    with self._lock:
+                        self.cancelled += 1
             if self.refuse_text in request.texts:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
             return pb.PredictResponse(predictions=[pb.Prediction(label=t) for t in request.texts], model="recorded")
@@ -166,3 +174,33 @@ def test_a_server_that_reports_no_limit_is_sent_64_texts_per_call(recorded, clie
     service.reported_limit = 0
     assert labels_of(client_kind, target, TEXTS, in_flight=1) == TEXTS
     assert service.chunk_sizes == [64, 36]
+
+
+@pytest.mark.parametrize("client_kind", ["blocking", "asyncio"])
+def test_a_caller_that_stops_early_cancels_the_calls_still_in_flight(recorded, client_kind: str) -> None:
+    """docs/sdk.md: "stopping early cancels the rest": the server sees the calls started ahead
+    cancelled, not answered to no one."""
+    service, target = recorded
+    service.answer_after = 1.0  # the calls behind the first are still held when the caller stops
+    service.answer_at_once = TEXTS[0]
+    if client_kind == "blocking":
+        with SentimentClient(target) as client:
+            predictions = client.predict_many(TEXTS, in_flight=4)
+            assert next(predictions).label == TEXTS[0]
+            predictions.close()  # type: ignore[attr-defined]
+            time.sleep(1.5)  # the server looks at the held calls while the channel is still open
+    else:
+        async def first_then_stop() -> str:
+            async with AsyncSentimentClient(target) as client:
+                predictions = client.predict_many(TEXTS, in_flight=4)
+                first = (await predictions.__anext__()).label
+                await predictions.aclose()  # type: ignore[attr-defined]
+                await asyncio.sleep(1.5)  # the server looks at the cancelled calls while the channel is open
+                return first
+
+        assert asyncio.run(first_then_stop()) == TEXTS[0]
+    deadline = time.monotonic() + 10
+    while (service.cancelled < service.held or not service.held) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    # Up to 3 calls were started behind the first; each that reached the server was cancelled.
+    assert 1 <= service.held <= 3 and service.cancelled == service.held
