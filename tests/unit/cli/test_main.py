@@ -572,6 +572,8 @@ def test_predict_notes_at_most_10_truncated_texts_by_their_number_in_the_table_o
     assert result.code == 0 and [note.split(" has ")[0] for note in notes] == [f"note: text {i}" for i in range(2, 12)]
     single = run(capsys, "predict", "--target", server, LONG_TEXT)
     assert single.err.startswith("note: the text has ") and single.code == 0
+    pair = run(capsys, "predict", "--target", server, LONG_TEXT, LONG_TEXT)
+    assert [line.split(" has ")[0] for line in pair.err.splitlines()] == ["note: text 1", "note: text 2"]
     as_jsonl = predict_from_stdin(capsys, monkeypatch, server, [LONG_TEXT], "--format", "jsonl")
     assert as_jsonl.err == "" and json.loads(as_jsonl.out)["truncated"] is True  # the record carries it
 
