@@ -145,6 +145,13 @@ def write_untrained_checkpoint(directory: Path, name: str, version: str, cell: s
     return directory
 
 
+def write_tiny_gru_and_lstm(directory: Path) -> Path:
+    """Two untrained models, tiny-gru and tiny-lstm, under `directory` (in-process server tests)."""
+    write_untrained_checkpoint(directory / "tiny-gru", "tiny-gru", "1", cell="gru")
+    write_untrained_checkpoint(directory / "tiny-lstm", "tiny-lstm", "1", cell="lstm", seed=2)
+    return directory
+
+
 T = TypeVar("T")
 
 

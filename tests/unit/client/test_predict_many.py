@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from typing import AsyncIterator, Iterator
+from typing import AsyncIterator, Callable, Iterator
 
 import grpc
 import pytest
@@ -132,6 +132,13 @@ def test_the_asyncio_client_does_the_same(recorded) -> None:
     assert most_in_flight <= 2
 
 
+def poll(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
 def labels_of(client_kind: str, target: str, texts: list[str], **options: object) -> list[str]:
     """predict_many's labels through the blocking or the asyncio client."""
     if client_kind == "blocking":
@@ -183,24 +190,23 @@ def test_a_caller_that_stops_early_cancels_the_calls_still_in_flight(recorded, c
     service, target = recorded
     service.answer_after = 1.0  # the calls behind the first are still held when the caller stops
     service.answer_at_once = TEXTS[0]
+    def all_held_calls_seen_cancelled() -> bool:
+        return bool(service.held) and service.cancelled == service.held
+
     if client_kind == "blocking":
-        with SentimentClient(target) as client:
+        with SentimentClient(target) as client:  # open while the server looks: closing it cancels too
             predictions = client.predict_many(TEXTS, in_flight=4)
             assert next(predictions).label == TEXTS[0]
             predictions.close()  # type: ignore[attr-defined]
-            time.sleep(1.5)  # the server looks at the held calls while the channel is still open
+            seen = poll(all_held_calls_seen_cancelled)
     else:
-        async def first_then_stop() -> str:
+        async def first_then_stop() -> bool:
             async with AsyncSentimentClient(target) as client:
                 predictions = client.predict_many(TEXTS, in_flight=4)
-                first = (await predictions.__anext__()).label
+                assert (await predictions.__anext__()).label == TEXTS[0]
                 await predictions.aclose()  # type: ignore[attr-defined]
-                await asyncio.sleep(1.5)  # the server looks at the cancelled calls while the channel is open
-                return first
+                return await asyncio.to_thread(poll, all_held_calls_seen_cancelled)
 
-        assert asyncio.run(first_then_stop()) == TEXTS[0]
-    deadline = time.monotonic() + 10
-    while (service.cancelled < service.held or not service.held) and time.monotonic() < deadline:
-        time.sleep(0.05)
+        seen = asyncio.run(first_then_stop())
     # Up to 3 calls were started behind the first; each that reached the server was cancelled.
-    assert 1 <= service.held <= 3 and service.cancelled == service.held
+    assert seen and 1 <= service.held <= 3

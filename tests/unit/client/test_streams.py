@@ -517,11 +517,14 @@ def test_predict_stream_raises_the_callers_error_even_after_the_stream_failed(
 def test_predict_stream_waiting_for_answers_costs_the_caller_no_cpu(scripted: tuple[ScriptedStreams, str]) -> None:
     """A caller that reads slowly holds the sender 64 requests ahead; the sender then sleeps on its
     slots, waking only to look for the end of the call: it must not spin a core meanwhile."""
-    _, target = scripted
+    service, target = scripted
     with SentimentClient(target) as client:
         predictions = client.predict_stream(str(i) for i in range(200))
         assert next(predictions).label == "0"
-        time.sleep(0.3)  # the sender has filled its 64 slots and waits
+        deadline = time.monotonic() + 30
+        while len(service.predict_requests) < 65 and time.monotonic() < deadline:  # 64 ahead of the one read
+            time.sleep(0.01)
+        assert len(service.predict_requests) == 65  # the sender now waits for a slot
         cpu_before = time.process_time()
         time.sleep(1.0)
         waited_cpu = time.process_time() - cpu_before

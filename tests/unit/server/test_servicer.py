@@ -26,7 +26,7 @@ from rnn_sentiment.server.stream_sessions import StreamLimits, StreamRegistry
 from rnn_sentiment.server.validation import RequestLimits
 from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
-from tests.support import write_untrained_checkpoint
+from tests.support import write_tiny_gru_and_lstm
 
 T = TypeVar("T")
 LIMIT_SECONDS = 10.0  # far above any scenario here: a refusal never answered fails the test instead of hanging it
@@ -100,10 +100,7 @@ def test_a_parked_refusal_never_released_is_answered_before_its_deadline_without
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("servicer-models")
-    write_untrained_checkpoint(directory / "tiny-gru", "tiny-gru", "1", cell="gru")
-    write_untrained_checkpoint(directory / "tiny-lstm", "tiny-lstm", "1", cell="lstm", seed=2)
-    return directory
+    return write_tiny_gru_and_lstm(tmp_path_factory.mktemp("servicer-models"))
 
 
 @dataclass
