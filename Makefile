@@ -24,7 +24,7 @@ help:
 	@echo "make bench-isolation - Predict p50/p99 with and without a client looping the heaviest allowed Trace, ~1.5 min"
 	@echo "make bench-stream - a stream update's model cost: one word on a 5- vs 200-token session, 1-1,000 sessions per batch, ~1 min"
 	@echo "make bench-stream-predict - StreamPredict vs unary Predict texts/s, same server, ~1.5 min (also run by make bench)"
-	@echo "make bench-stream-scale - 1,000 StreamSentiment streams, a word each every 200 ms, --workers 2, ~2 min (p99, RSS, a step search)"
+	@echo "make bench-stream-scale - 1,000 StreamSentiment streams, a word each every 200 ms, --workers 2, ~3 min (p99, RSS, a step search, the no-op ceiling)"
 	@echo "make bench-speedcode - each piece of speed code (--pin-workers) A/B against its plain alternative, --workers 2, ~3 min"
 	@echo "make bench-long - accuracy and cost of the token limit (128-1,024, head vs head+tail) on long reviews, ~3 min"
 	@echo "make mutate  - mutation testing of server/, client/, cli/ and the model's edges; report in docs/testing.md (MUTATE_ARGS=\"MODULE --limit N\")"
@@ -151,7 +151,9 @@ bench-stream: $(VENV)/.installed-server
 	$(PY) -m bench.stream_cost $(BENCH_ARGS)
 
 # StreamSentiment at scale: 1,000 open streams each sending a word every 200 ms for 30 s, plus shorter
-# runs at 250/500/750 streams. BENCH_ARGS="--streams 200 --seconds 5 --search ''". Result: bench/results/stream_scale.md.
+# runs at 250/500/750 streams and the no-op ceiling at 1,000; Node clients (npm installs @grpc/grpc-js under
+# build/node-example) where node is installed. BENCH_ARGS="--streams 200 --seconds 5 --search ''".
+# Result: bench/results/stream_scale.md.
 bench-stream-scale: $(VENV)/.installed-server
 	$(PY) -m bench.stream_scale $(BENCH_ARGS)
 

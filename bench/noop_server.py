@@ -2,7 +2,8 @@
 
 It parses the same PredictRequest and sends a PredictResponse of the same shape and size as
 the real server's (one prediction per text), so the difference to our server is the model,
-the batcher and our per-call work. `python -m bench.noop_server --address 127.0.0.1:PORT`
+the batcher and our per-call work. StreamSentiment answers every chunk at once the same way
+(bench/stream_scale.py's ceiling). `python -m bench.noop_server --address 127.0.0.1:PORT`
 runs grpc.aio (the server's front end); `--front-end sync --threads N` runs grpc.server on a
 thread pool of N instead, so the two front ends compare on the same answer (bench/frontend.py).
 """
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+from typing import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -34,9 +36,20 @@ def _answer(request: pb.PredictRequest) -> pb.PredictResponse:
     return pb.PredictResponse(predictions=[_ANSWER] * len(request.texts), model="sst2-gru", model_version="1.0.0")
 
 
+def _stream_answer(final: bool = False) -> pb.StreamSentimentResponse:
+    return pb.StreamSentimentResponse(prediction=_ANSWER, model="sst2-gru", model_version="1.0.0", final=final)
+
+
 class NoOpSentimentServicer(pb_grpc.SentimentServiceServicer):
     async def Predict(self, request: pb.PredictRequest, context: aio.ServicerContext) -> pb.PredictResponse:
         return _answer(request)
+
+    async def StreamSentiment(self, requests: AsyncIterator[pb.StreamSentimentRequest],
+                              context: aio.ServicerContext) -> AsyncIterator[pb.StreamSentimentResponse]:
+        """Every chunk answered at once, then a final answer at half-close: the shape of our server's stream."""
+        async for _ in requests:
+            yield _stream_answer()
+        yield _stream_answer(final=True)
 
 
 class SyncNoOpSentimentServicer(pb_grpc.SentimentServiceServicer):

@@ -6,8 +6,18 @@ the largest count whose p99 stays within --p99-ms. Each stream sends the words o
 texts and half-closes after --words-per-stream words (its final answer counts as an update),
 then reopens: every update is a real model step (the model stops reading past its token limit).
 
+The schedule (`stream_schedule`): stream i opens at a random moment within --ramp-seconds and
+its first stream is a random 1..--words-per-stream words long, so the reopens that follow are
+spread over time (streams / (words per stream x interval) a second) instead of all streams
+reopening together one cycle after a common start. The clients are Node processes
+(bench/stream_client.js, @grpc/grpc-js) where node is installed, Python grpc.aio otherwise
+(--client): both share the server's cores, and grpc-js takes less of them. --ceiling also runs the
+main count against bench/noop_server.py (two processes, every message answered at once), the
+front end's own floor on the same schedule.
+
     python -m bench.stream_scale                       # 1,000 streams for 30 s, step search, --workers 2
     python -m bench.stream_scale --streams 200 --seconds 5 --search ""    # a smoke run
+    python -m bench.stream_scale --client python --ramp-seconds 0.2        # the schedule before 2026-12-07 (late)
 
 Results: bench/results/stream_scale.{md,json}.
 """
@@ -18,8 +28,12 @@ import argparse
 import asyncio
 import json
 import multiprocessing
+import os
 import random
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +45,7 @@ from rnn_sentiment.v1 import sentiment_pb2 as pb
 from rnn_sentiment.v1 import sentiment_pb2_grpc as pb_grpc
 
 from .harness import RESULTS_DIR, command_line, new_work_dir
+from .node_client import node_available, node_modules
 from .procstat import machine_facts, sample_tree
 from .report import markdown_table, write_results
 from .servers import ServerProcess, free_port, serving_workers
@@ -84,21 +99,45 @@ class Timings:
         self.latencies.append(latency)
 
 
-async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: float, stop_at: float,
+@dataclass(frozen=True)
+class StreamPlan:
+    """One stream's part of the schedule, the same for both clients."""
+
+    position: int  # its first word's index in WORDS
+    delay_s: float  # when it opens, after its client process starts
+    first_words: int  # the length of its first stream; later ones have --words-per-stream
+
+
+def stream_schedule(first: int, streams: int, ramp_seconds: float, interval: float,
+                    words_per_stream: int) -> list[StreamPlan]:
+    """Streams first..first+streams-1: each opens within max(ramp, interval) seconds and its first
+    stream has 1..words_per_stream words, both drawn from a generator seeded by its index."""
+    ramp = max(ramp_seconds, interval)
+    plans = []
+    for index in range(first, first + streams):
+        rng = random.Random(index)
+        plans.append(StreamPlan(position=rng.randrange(len(WORDS)), delay_s=rng.random() * ramp,
+                                first_words=1 + rng.randrange(words_per_stream)))
+    return plans
+
+
+async def _one_stream(stub: pb_grpc.SentimentServiceStub, plan: StreamPlan, interval: float, stop_at: float,
                       words_per_stream: int, timings: Timings, result: RunResult) -> None:
-    rng = random.Random(index)
-    position = rng.randrange(len(WORDS))
-    await asyncio.sleep(rng.random() * interval)  # spread the streams' ticks over the interval
+    position = plan.position
+    await asyncio.sleep(plan.delay_s)
     first_answer_pending = True
-    next_tick = time.monotonic() - interval
+    next_tick = time.monotonic()  # when the next word is due: one every interval from the first
+    words = plan.first_words
     while time.monotonic() < stop_at:
         call = stub.StreamSentiment()
         try:
-            for _ in range(words_per_stream):
-                next_tick += interval
+            for _ in range(words):
+                if next_tick > time.monotonic():
+                    await asyncio.sleep(next_tick - time.monotonic())
                 # A word waits for the previous one's answer (one stream reads in order); when that
                 # or this loop runs late, the word goes out late and the lag shows how late.
                 timings.lags.append(time.monotonic() - next_tick)
+                next_tick += interval
                 sent, sent_wall = time.perf_counter(), time.time()
                 result.sent += 1
                 await call.write(pb.StreamSentimentRequest(text=WORDS[position % len(WORDS)] + " "))
@@ -111,7 +150,6 @@ async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: 
                 position += 1
                 if time.monotonic() >= stop_at:
                     break
-                await asyncio.sleep(max(0.0, next_tick - time.monotonic()))
             sent, sent_wall = time.perf_counter(), time.time()
             result.sent += 1
             await call.done_writing()
@@ -122,6 +160,7 @@ async def _one_stream(stub: pb_grpc.SentimentServiceStub, index: int, interval: 
             code = await call.code()
             if code != grpc.StatusCode.OK:
                 _count_failure(result, code)
+            words = words_per_stream
         except grpc.RpcError as error:
             _count_failure(result, error.code())
             await asyncio.sleep(interval)
@@ -146,9 +185,9 @@ class ClientShare:
     cpu_seconds: float = 0.0  # the client process's CPU time over its streams
 
 
-async def _client_share(target: str, first: int, streams: int, seconds: float, interval: float, channels: int,
+async def _client_share(target: str, plans: list[StreamPlan], seconds: float, interval: float, channels: int,
                         words_per_stream: int) -> ClientShare:
-    share = RunResult(streams, seconds, interval)
+    share = RunResult(len(plans), seconds, interval)
     timings = Timings()
     cpu = time.process_time()
     # Several connections: the kernel spreads connections (not streams) over the workers. Channels
@@ -158,8 +197,8 @@ async def _client_share(target: str, first: int, streams: int, seconds: float, i
     try:
         stubs = [pb_grpc.SentimentServiceStub(c) for c in opened]
         stop_at, stop_at_wall = time.monotonic() + seconds, time.time() + seconds
-        await asyncio.gather(*(_one_stream(stubs[i % channels], first + i, interval, stop_at, words_per_stream,
-                                           timings, share) for i in range(streams)))
+        await asyncio.gather(*(_one_stream(stubs[i % channels], plan, interval, stop_at, words_per_stream,
+                                           timings, share) for i, plan in enumerate(plans)))
     finally:
         await asyncio.gather(*(c.close() for c in opened))
     return ClientShare(share.sent, share.answered, share.errors, share.error_codes, timings, stop_at_wall,
@@ -171,19 +210,62 @@ def _run_client_share(arguments: tuple) -> ClientShare:
     return asyncio.run(_client_share(*arguments))
 
 
+NODE_CLIENT = Path(__file__).with_name("stream_client.js")
+PROTO_ROOT = Path(__file__).resolve().parent.parent / "proto"
+CLIENTS = ("node", "python")
+
+
+def _node_shares(arguments: list[tuple]) -> list[ClientShare]:
+    """The client shares run by bench/stream_client.js, one Node process each, all at once."""
+    modules = node_modules()
+    work = Path(tempfile.mkdtemp(prefix="stream-client-"))
+    processes = []
+    try:
+        for i, (target, plans, seconds, interval, channels, words_per_stream) in enumerate(arguments):
+            config = work / f"client-{i}.json"
+            config.write_text(json.dumps({
+                "target": target, "plans": [asdict(plan) for plan in plans], "seconds": seconds,
+                "interval": interval, "channels": channels, "words_per_stream": words_per_stream, "words": WORDS,
+                "proto_root": str(PROTO_ROOT)}))
+            processes.append(subprocess.Popen(
+                ["node", str(NODE_CLIENT), str(config)], stdout=subprocess.PIPE,
+                env={**os.environ, "NODE_PATH": str(modules)}))
+        shares = []
+        for process in processes:
+            out, _ = process.communicate(timeout=seconds + 120)
+            if process.returncode != 0:
+                raise RuntimeError(f"the Node stream client exited {process.returncode}")
+            data = json.loads(out)
+            timings = Timings(latencies=data["latencies"], sent_at=data["sent_at"], lags=data["lags"],
+                              first_answers=data["first_answers"])
+            shares.append(ClientShare(data["sent"], data["answered"], data["errors"], data["error_codes"], timings,
+                                      data["stop_at"], data["cpu_seconds"]))
+        return shares
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def run_streams(target: str, streams: int, seconds: float, interval: float, channels: int,
-                words_per_stream: int, server_pid: int, client_processes: int) -> RunResult:
+                words_per_stream: int, server_pid: int, client_processes: int, client: str = "python",
+                ramp_seconds: float = 0.0) -> RunResult:
     """`streams` streams for `seconds`, spread over `client_processes` client processes."""
     result = RunResult(streams, seconds, interval)
     sizes = [streams // client_processes + (i < streams % client_processes) for i in range(client_processes)]
     firsts = [sum(sizes[:i]) for i in range(client_processes)]
     per_process_channels = max(1, channels // client_processes)
-    arguments = [(target, first, size, seconds, interval, per_process_channels, words_per_stream)
+    arguments = [(target, stream_schedule(first, size, ramp_seconds, interval, words_per_stream), seconds, interval,
+                  per_process_channels, words_per_stream)
                  for first, size in zip(firsts, sizes) if size]
     cpu_before = sample_tree(server_pid).cpu_seconds
     started = time.monotonic()
-    with multiprocessing.get_context("spawn").Pool(len(arguments)) as pool:
-        shares = pool.map(_run_client_share, arguments)
+    if client == "node":
+        shares = _node_shares(arguments)
+    else:
+        with multiprocessing.get_context("spawn").Pool(len(arguments)) as pool:
+            shares = pool.map(_run_client_share, arguments)
     elapsed = time.monotonic() - started
     tree = sample_tree(server_pid)
     latencies: list[float] = []
@@ -261,69 +343,114 @@ def start_server(workers: int, max_streams: int, work_dir: Path) -> tuple[Server
 
 
 def markdown(document: dict) -> str:
-    rows = [[r["streams"], r["seconds"], r["sent"], r["answered"], r["errors"], r["updates_per_s"], r["p50_ms"],
+    runs = [("server", r) for r in document["runs"]]
+    if document.get("ceiling"):
+        runs.append(("no-op ceiling", document["ceiling"]))
+    rows = [[kind, r["streams"], r["seconds"], r["sent"], r["answered"], r["errors"], r["updates_per_s"], r["p50_ms"],
              r["p99_ms"], r["max_ms"], r["server_cpu_cores"], r["server_cpu_us_per_update"], r["server_rss_mb"],
              r["largest_worker_rss_mb"], r.get("client_cpu_cores", ""), r.get("offered_updates_per_s", ""),
              r.get("send_lag_p99_ms", ""), r.get("steady_seconds", ""), r.get("steady_updates", ""),
              r.get("steady_p50_ms", ""), r.get("steady_p99_ms", "")]
-            for r in document["runs"]]
-    table = markdown_table(["streams", "seconds", "updates sent", "answered", "failed streams", "updates/s",
-                            "p50 ms", "p99 ms", "max ms", "server CPU cores", "server CPU µs/update", "server RSS MB",
-                            "largest process RSS MB", "client CPU cores", "offered updates/s",
+            for kind, r in runs]
+    table = markdown_table(["answered by", "streams", "seconds", "updates sent", "answered", "failed streams",
+                            "updates/s", "p50 ms", "p99 ms", "max ms", "server CPU cores", "server CPU µs/update",
+                            "server RSS MB", "largest process RSS MB", "client CPU cores", "offered updates/s",
                             "send lag p99 ms", "steady s", "steady updates", "steady p50 ms", "steady p99 ms"], rows)
     largest = document["largest_within_p99"]
     steady = document.get("largest_within_p99_steady")
+    client = document.get("client", "python")
+    client_kind = "Node (@grpc/grpc-js)" if client == "node" else "Python grpc.aio"
+    ramp = document.get("ramp_seconds", document["interval_s"])
     return (f"# StreamSentiment at scale\n\n`{document['command']}`\n\n"
             f"Each stream sends one word every {document['interval_s']} s to `--workers {document['workers']}` "
             f"(the shipped GRU), over {document['channels']} connections from {document['client_processes']} "
-            f"asyncio client processes on the same machine ({document['machine'].get('nproc', '?')} CPUs, load "
-            f"average {document['machine'].get('loadavg_at_start', 0):.1f} at the start). Latency: a word's send to "
-            f"its answer, at the client; a stream sends its next word only after the answer, so a slow "
-            f"answer delays the next send: send lag is how late a word went out after its tick, and updates/s "
-            f"below the offered rate is the shortfall. The clients' own CPU is on the same cores. Server RSS: "
-            f"every process of the server (supervisor and workers), at the end of the run; before any stream: "
-            f"{document['idle_rss_mb']} MB. Steady: only the updates sent from one interval after every "
-            f"stream's first answer to one interval before the end, so without the opening burst (each client "
-            f"process opens all its streams within one interval) and the closing one.\n\n"
+            f"{client_kind} client process(es) on the same machine ({document['machine'].get('nproc', '?')} CPUs, "
+            f"load average {document['machine'].get('loadavg_at_start', 0):.1f} at the start). The streams open at "
+            f"random moments within {ramp:g} s; each one's first stream has a random 1 to "
+            f"{document.get('words_per_stream', 100)} words, later ones all of them, so streams close and reopen "
+            f"spread over time. Latency: a word's send to its answer, at the client; a stream sends its next "
+            f"word only after the answer, so a slow answer delays the next send: send lag is how late a word "
+            f"went out after its tick, and updates/s below the offered rate is the shortfall. The clients' own "
+            f"CPU is on the same cores. Server RSS: every process of the server (supervisor and workers), at the "
+            f"end of the run; before any stream: {document['idle_rss_mb']} MB. Steady: only the updates sent from "
+            f"one interval after every stream's first answer to one interval before the end, so without the "
+            f"opening and the closing ones. The no-op ceiling (bench/noop_server.py, one process per worker, "
+            f"every message answered at once with a fixed prediction) is the gRPC front end's own floor on the "
+            f"same schedule.\n\n"
             f"{table}\n\nLargest stream count with p99 ≤ {document['p99_target_ms']} ms: "
             f"**{largest if largest is not None else 'none of those tried'}** over the whole run, "
             f"**{steady if steady is not None else 'none of those tried'}** in the steady state.\n")
+
+
+def _report(label: str, result: RunResult) -> None:
+    print(f"  {label} {result.streams:>5} streams {result.seconds:>4.0f} s: {result.answered}/{result.sent} answered, "
+          f"{result.errors} failed streams, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
+          f"{result.updates_per_s:,.0f}/{result.offered_updates_per_s:,.0f} updates/s, send lag p99 "
+          f"{result.send_lag_p99_ms} ms, server {result.server_cpu_cores} cores "
+          f"({result.server_cpu_us_per_update} µs/update), clients {result.client_cpu_cores} cores, "
+          f"RSS {result.server_rss_mb} MB; steady {result.steady_seconds} s: p50 {result.steady_p50_ms} ms, "
+          f"p99 {result.steady_p99_ms} ms", flush=True)
 
 
 def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
     work_dir = new_work_dir()
     machine = machine_facts()  # its load average: before this benchmark adds its own
     counts = sorted({int(c) for c in args.search.split(",") if c.strip()} | {args.streams})
+    processes = args.client_processes or (1 if args.client == "node" else 2)
+
+    def run(target: str, count: int, seconds: float, pid: int) -> RunResult:
+        return run_streams(target, count, seconds, args.interval, args.channels, args.words_per_stream, pid,
+                           processes, args.client, args.ramp_seconds)
+
     server, target = start_server(args.workers, max(counts), work_dir)
     runs: list[RunResult] = []
     idle_rss_mb = round(sample_tree(server.pid).rss_bytes / 2**20, 1)
     try:
         # Each worker builds a model's stream executor on its first stream: not part of the measure.
         run_streams(target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream, server.pid,
-                    args.client_processes)
+                    processes, args.client)
         for count in counts:
-            seconds = args.seconds if count == args.streams else args.search_seconds
-            result = run_streams(target, count, seconds, args.interval, args.channels,
-                                 args.words_per_stream, server.pid, args.client_processes)
-            print(f"  {count:>5} streams {seconds:>4.0f} s: {result.answered}/{result.sent} answered, "
-                  f"{result.errors} failed streams, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms, "
-                  f"{result.updates_per_s:,.0f}/{result.offered_updates_per_s:,.0f} updates/s, send lag p99 "
-                  f"{result.send_lag_p99_ms} ms, server {result.server_cpu_cores} cores "
-                  f"({result.server_cpu_us_per_update} µs/update), clients {result.client_cpu_cores} cores, "
-                  f"RSS {result.server_rss_mb} MB; steady {result.steady_seconds} s: p50 {result.steady_p50_ms} ms, "
-                  f"p99 {result.steady_p99_ms} ms", flush=True)
+            result = run(target, count, args.seconds if count == args.streams else args.search_seconds, server.pid)
+            _report("server ", result)
             runs.append(result)
             time.sleep(1.0)  # streams from one run end before the next opens its own
     finally:
         server.stop()
+    ceiling = None
+    if args.ceiling:
+        noop, noop_target = start_noop_stream_server(args.workers, work_dir)
+        try:
+            run_streams(noop_target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream,
+                        noop.pid, processes, args.client)
+            ceiling = run(noop_target, args.streams, args.seconds, noop.pid)
+            _report("ceiling", ceiling)
+        finally:
+            noop.stop()
     complete = [r for r in runs if r.errors == 0 and r.answered == r.sent]
     within = [r.streams for r in complete if r.p99_ms <= args.p99_ms]
     within_steady = [r.streams for r in complete if r.steady_updates and r.steady_p99_ms <= args.p99_ms]
     return {"command": command_line(argv), "workers": args.workers, "interval_s": args.interval,
-            "channels": args.channels, "client_processes": args.client_processes, "p99_target_ms": args.p99_ms,
-            "idle_rss_mb": idle_rss_mb, "machine": machine,
+            "channels": args.channels, "client": args.client, "client_processes": processes,
+            "ramp_seconds": max(args.ramp_seconds, args.interval), "words_per_stream": args.words_per_stream,
+            "p99_target_ms": args.p99_ms, "idle_rss_mb": idle_rss_mb, "machine": machine,
             "largest_within_p99": max(within) if within else None,
-            "largest_within_p99_steady": max(within_steady) if within_steady else None, "runs": [asdict(r) for r in runs]}
+            "largest_within_p99_steady": max(within_steady) if within_steady else None,
+            "runs": [asdict(r) for r in runs], "ceiling": asdict(ceiling) if ceiling is not None else None}
+
+
+def start_noop_stream_server(processes: int, work_dir: Path) -> tuple[ServerProcess, str]:
+    """bench/noop_server.py, `processes` of them sharing a port: every stream message answered at once."""
+    port = free_port()
+    log_path = work_dir / "stream-scale.noop.log"
+    server = ServerProcess("no-op streams", [sys.executable, "-m", "bench.noop_server", "--address",
+                                             f"127.0.0.1:{port}", "--processes", str(processes)],
+                           log_path, cwd=Path(__file__).resolve().parent.parent)
+    deadline = time.monotonic() + 60
+    while log_path.read_text(errors="replace").count("serving on port") < processes:
+        if not server.alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the no-op server did not start:\n{server.log_tail()}")
+        time.sleep(0.1)
+    return server, f"127.0.0.1:{port}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,8 +461,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between one stream's words")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--channels", type=int, default=32, help="client connections the streams share")
-    parser.add_argument("--client-processes", type=int, default=2,
-                        help="client processes the streams are spread over (one asyncio loop each)")
+    parser.add_argument("--client", choices=CLIENTS, default="node" if node_available() else "python",
+                        help="the client processes: Node (@grpc/grpc-js, the default where node is installed) "
+                             "or Python grpc.aio")
+    parser.add_argument("--client-processes", type=int, default=0,
+                        help="client processes the streams are spread over (default: 1 Node, 2 Python)")
+    parser.add_argument("--ramp-seconds", type=float, default=2.0,
+                        help="the streams open at random moments within this (at least --interval)")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="also run the main count against the no-op server")
     parser.add_argument("--words-per-stream", type=int, default=100)
     parser.add_argument("--search", default="250,500,750", help="other stream counts, comma-separated")
     parser.add_argument("--search-seconds", type=float, default=10.0)

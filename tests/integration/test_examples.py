@@ -1,7 +1,7 @@
 """Every example under examples/ (but OIP's, tests/integration/test_oip_tritonclient.py) runs
 against a real server: the Python SDK ones, the grpcurl script, and the Node.js client.
 
-The Node client's npm packages are installed once into build/node-example (cached across runs).
+The Node client's npm packages are installed once into build/node-example (bench/node_client.py).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.node_client import node_modules
 from tests.support import REPO_ROOT, ServerProcess
 
 EXAMPLES = REPO_ROOT / "examples"
-NODE_DEPS = REPO_ROOT / "build" / "node-example"
 
 
 def _run(command: list[str], **env: str) -> subprocess.CompletedProcess:
@@ -65,21 +65,10 @@ def test_grpcurl_script_calls_every_rpc_through_reflection(server: ServerProcess
     assert '"id": "b"' in out.split("== StreamPredict")[1]  # the streamed requests' answers, by id
 
 
-def _node_modules() -> Path:
-    """@grpc/grpc-js and @grpc/proto-loader from npm, installed once per package.json."""
-    package = EXAMPLES / "node" / "package.json"
-    marker = NODE_DEPS / "package.json"
-    if not (marker.exists() and marker.read_text() == package.read_text() and (NODE_DEPS / "node_modules").is_dir()):
-        NODE_DEPS.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(package, marker)
-        _run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DEPS)])
-    return NODE_DEPS / "node_modules"
-
-
 def test_node_example_calls_predict_and_trace(server: ServerProcess) -> None:
     if not (shutil.which("node") and shutil.which("npm")):
         pytest.skip("node and npm are not installed")
     out = _run(["node", str(EXAMPLES / "node" / "predict.js"), server.target],
-               NODE_PATH=str(_node_modules())).stdout.splitlines()
+               NODE_PATH=str(node_modules())).stdout.splitlines()
     assert out[0].startswith("positive") and out[1].startswith("negative")
     assert any("p(positive)=" in line for line in out) and out[-1].startswith("final: ")

@@ -1,8 +1,16 @@
-"""bench/stream_scale.py's steady state: which updates it keeps, across client processes."""
+"""bench/stream_scale.py: its schedule, a stream's pacing, and which updates the steady state keeps."""
 
 from __future__ import annotations
 
-from bench.stream_scale import ClientShare, RunResult, Timings, _steady_state
+import asyncio
+import time
+from types import SimpleNamespace
+
+import grpc
+
+from bench.stream_scale import (
+    WORDS, ClientShare, RunResult, StreamPlan, Timings, _one_stream, _steady_state, stream_schedule,
+)
 
 
 def share(first_answers: list[float], sends: list[tuple[float, float]], stop_at: float) -> ClientShare:
@@ -28,3 +36,57 @@ def test_no_first_answer_leaves_the_steady_state_empty() -> None:
     result = RunResult(streams=1, seconds=1.0, interval_s=0.2)
     _steady_state(result, [share([], [], stop_at=1.0)], interval=0.2)
     assert (result.steady_updates, result.steady_p99_ms) == (0, 0.0)
+
+
+def test_the_schedule_spreads_the_openings_over_the_ramp_and_the_first_streams_lengths_over_a_cycle() -> None:
+    plans = stream_schedule(0, 1000, ramp_seconds=2.0, interval=0.2, words_per_stream=100)
+    delays = [p.delay_s for p in plans]
+    firsts = [p.first_words for p in plans]
+    assert 0 <= min(delays) < 0.05 and 1.95 < max(delays) < 2.0
+    assert min(firsts) == 1 and max(firsts) == 100 and len(set(firsts)) > 90  # reopens spread over a cycle
+    assert all(0 <= p.position < len(WORDS) for p in plans)
+    # Seeded by the stream's index: the same plan whichever client process (and first) it falls to.
+    assert stream_schedule(500, 3, 2.0, 0.2, 100) == plans[500:503]
+    # A ramp shorter than the interval still spreads the ticks over one interval.
+    assert max(p.delay_s for p in stream_schedule(0, 200, 0.0, 0.2, 100)) > 0.18
+
+
+class _RecordingCall:
+    """A stand-in StreamSentiment call: answers every write at once and records when it came."""
+
+    def __init__(self, writes: list[float]) -> None:
+        self._writes = writes
+        self._closed = False
+
+    async def write(self, request: object) -> None:
+        self._writes.append(time.monotonic())
+
+    async def read(self) -> object:
+        return SimpleNamespace(final=self._closed)
+
+    async def done_writing(self) -> None:
+        self._closed = True
+
+    async def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.OK
+
+
+def test_a_stream_sends_one_word_per_interval_from_its_first_and_reopens_on_the_same_ticks() -> None:
+    writes: list[float] = []
+    calls: list[_RecordingCall] = []
+
+    def open_call() -> _RecordingCall:
+        calls.append(_RecordingCall(writes))
+        return calls[-1]
+
+    stub = SimpleNamespace(StreamSentiment=open_call)
+    result = RunResult(streams=1, seconds=0.5, interval_s=0.05)
+    timings = Timings()
+    plan = StreamPlan(position=0, delay_s=0.0, first_words=2)
+    asyncio.run(_one_stream(stub, plan, 0.05, time.monotonic() + 0.33, 3, timings, result))
+    # Words at 0, 0.05 (the first stream's 2), then 0.10, 0.15, 0.20 and 0.25, 0.30: every gap one interval.
+    gaps = [later - earlier for earlier, later in zip(writes, writes[1:])]
+    assert len(writes) >= 6 and len(calls) >= 3
+    assert all(0.045 <= gap < 0.1 for gap in gaps), gaps
+    assert all(-0.005 < lag < 0.03 for lag in timings.lags), timings.lags  # on time: no lag either way
+    assert result.answered == result.sent and result.errors == 0
