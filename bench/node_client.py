@@ -25,6 +25,9 @@ def node_modules() -> Path:
     if not (marker.exists() and marker.read_text() == PACKAGE_JSON.read_text() and (NODE_DEPS / "node_modules").is_dir()):
         NODE_DEPS.mkdir(parents=True, exist_ok=True)
         shutil.copy2(PACKAGE_JSON, marker)
-        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DEPS)], check=True,
-                       capture_output=True, timeout=300)
+        done = subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DEPS)],
+                              capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            marker.unlink()  # the next call tries again
+            raise RuntimeError(f"npm install into {NODE_DEPS} exited {done.returncode}:\n{done.stderr[-3000:]}")
     return NODE_DEPS / "node_modules"

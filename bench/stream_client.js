@@ -44,6 +44,7 @@ function openStream(client) {
   const call = client.StreamSentiment();
   const waiting = [];
   let ended = null; // the error or "end" that settles every later read
+  const status = new Promise((resolve) => call.on("status", resolve)); // every call ends with one
   call.on("data", (response) => {
     const next = waiting.shift();
     if (next) next.resolve(response);
@@ -65,6 +66,7 @@ function openStream(client) {
   return {
     ask(request) { call.write(request); return read(); },
     finish() { call.end(); return read(); },
+    status,
   };
 }
 
@@ -100,6 +102,8 @@ async function oneStream(client, plan, stopAt) {
         result.latencies.push(monotonic() - sent);
         result.answered += 1;
       }
+      const { code } = await stream.status;
+      if (code !== grpc.status.OK) countFailure(code);
       words = config.words_per_stream;
     } catch (error) {
       countFailure(error.code);
