@@ -17,7 +17,7 @@ front end's own floor on the same schedule.
 
     python -m bench.stream_scale                       # 1,000 streams for 30 s, step search, --workers 2
     python -m bench.stream_scale --streams 200 --seconds 5 --search ""    # a smoke run
-    python -m bench.stream_scale --client python --ramp-seconds 0.2        # the schedule before 2026-12-07 (late)
+    python -m bench.stream_scale --client python --ramp-seconds 0.2        # Python clients, all streams opening within 0.2 s
 
 Results: bench/results/stream_scale.{md,json}.
 """
