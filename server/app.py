@@ -197,7 +197,7 @@ async def build_services(config: ServerConfig) -> Services:
     streams = StreamRegistry(StreamLimits(config.max_streams, config.stream_idle_seconds, config.max_stream_tokens,
                                           config.max_text_chars), metrics)
     stream_service = StreamSentimentService(
-        streams, StreamExecutor(config.backend, config.resolved_torch_threads, config.onnx_max_batch))
+        streams, StreamExecutor(config.backend, config.resolved_torch_threads))
     return Services(metrics, state, health, MetricsInterceptor(metrics, admission), limits, streams,
                     SentimentServicer(state, limits, stream_service))
 

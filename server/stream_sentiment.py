@@ -43,11 +43,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class StreamExecutor:
-    """How a model's stream stepper is built (ServerConfig's backend, threads and ONNX batch)."""
+    """How a model's stream stepper is built (ServerConfig's backend and threads).
+
+    Not Predict's --onnx-max-batch: a stream batch is a word or two per session, so one ONNX
+    Runtime run per chunk length (model/backends.py's DEFAULT_STREAM_MAX_BATCH) costs less per
+    update than Predict's runs of 16 texts (docs/performance.md, "Streaming")."""
 
     backend: str = "auto"
     threads: int = 1
-    onnx_max_batch: int | None = None
 
 
 class StreamSentimentService:
@@ -120,7 +123,7 @@ class StreamSentimentService:
         executor = self._executor
         # Predict's ONNX Runtime session of this model, where it has one, is the streams' too.
         stepper = await asyncio.to_thread(make_stream_stepper, served.loaded, executor.backend, executor.threads,
-                                          served.max_tokens, executor.onnx_max_batch, served.predictor.onnx)
+                                          served.max_tokens, None, served.predictor.onnx)
         log.info("model %s %s: streams run on %s", served.name, served.loaded.version, stepper.description)
         metrics = served.metrics
         model_seconds = metrics.buffer.histogram(metrics.model_seconds.labels(served.name, "stream"))

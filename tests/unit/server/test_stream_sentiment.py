@@ -20,6 +20,7 @@ import grpc
 import pytest
 from grpc import aio
 
+from rnn_sentiment.server.app import build_services
 from rnn_sentiment.server.config import ServerConfig
 from rnn_sentiment.server.metrics import ServerMetrics
 from rnn_sentiment.server.repository import ModelRepository
@@ -118,6 +119,32 @@ def test_the_default_executor_is_the_servers_default_backend_and_threads() -> No
 def test_an_executor_cannot_change_once_made() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         StreamExecutor().threads = 2  # type: ignore[misc]
+
+
+def test_a_stream_batch_runs_in_one_onnx_runtime_run_whatever_predicts_onnx_max_batch(models: Path) -> None:
+    # Predict splits its batches into runs of --onnx-max-batch texts; a stream batch (a word per
+    # session) is cheaper per update in one run, so the servers' streams do not take that setting.
+    async def scenario() -> int:
+        config = ServerConfig(model_dir=str(models), default_model="tiny-gru", backend="onnxruntime", torch_threads=1,
+                              onnx_max_batch=4)
+        services = await build_services(config)  # the server's own wiring of its stream service
+        repository = await asyncio.to_thread(ModelRepository.load, config, services.metrics)
+        repository.start()
+        try:
+            batcher = await services.sentiment._streams._batcher(repository.resolve("tiny-gru"))
+            recurrence = batcher.stepper.recurrence
+            assert recurrence is not None  # served on ONNX Runtime
+            runs = []
+            run = recurrence._run
+            recurrence._run = lambda *args: runs.append(len(args[0])) or run(*args)  # type: ignore[method-assign]
+            states = [batcher.start_state()] * 10
+            answers = batcher.stepper.advance(states, [[word] for word in WORDS[:10]], [False] * 10)
+            assert len(answers) == 10
+            return len(runs)
+        finally:
+            await repository.close()
+
+    assert run_limited(scenario()) == 1
 
 
 def test_a_stream_closed_before_any_message_gets_one_final_answer_from_the_default_model(models: Path) -> None:
