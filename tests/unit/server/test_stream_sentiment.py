@@ -123,7 +123,7 @@ def test_an_executor_cannot_change_once_made() -> None:
 
 def test_a_stream_batch_runs_in_one_onnx_runtime_run_whatever_predicts_onnx_max_batch(models: Path) -> None:
     # Predict splits its batches into runs of --onnx-max-batch texts; a stream batch (a word per
-    # session) is cheaper per update in one run, so the servers' streams do not take that setting.
+    # session) is cheaper per update in one run, so the server's streams do not take that setting.
     async def scenario() -> int:
         config = ServerConfig(model_dir=str(models), default_model="tiny-gru", backend="onnxruntime", torch_threads=1,
                               onnx_max_batch=4)
