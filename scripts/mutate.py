@@ -232,10 +232,13 @@ def sync_record(targets: dict[str, Target]) -> None:
             found = outcomes(target)
             source = (REPO / target.module).read_text()
             recorded = records.get(target.module)
+            if not found:  # no operator applies to it: recorded with no mutants, so a fresh clone knows
+                records[target.module] = record.from_results(source, [])
+                continue
             # Counts carried over from a report cannot go into a session: keep them until the
             # session that replaces them has run to the end.
-            if (not found or (recorded is not None and recorded.is_of(source) and recorded.unplaced
-                              and any(o.result == "pending" for o in found))):
+            if recorded is not None and recorded.is_of(source) and recorded.unplaced and any(
+                    o.result == "pending" for o in found):
                 continue
             # For one source, results only accumulate: a mutant pending in the session (made
             # afresh, or a survivor --retry-survivors runs again) keeps its recorded result

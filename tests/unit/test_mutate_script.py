@@ -395,6 +395,11 @@ def test_a_module_no_operator_applies_to_is_reported_as_without_mutants_not_as_n
     report = script_in.REPORT.read_text()
     assert "No mutants (none of the operators applies): `pkg/names.py`." in report
     assert "Not started yet (1 modules): `pkg/limits.py`." in report
+    # A fresh clone has only the record: it must say so too (it read "not started" again).
+    shutil.rmtree(script_in.STATE)
+    script_in.write_report(script_in.load_targets())
+    assert script_in.REPORT.read_text() == report
+    assert script_in.complete_in_record(script_in.load_targets()["pkg/names.py"])  # make mutate skips it
 
 
 def test_a_record_listing_the_filters_skipped_mutants_still_restores(script_in):
