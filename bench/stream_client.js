@@ -5,9 +5,9 @@
 //
 //   node bench/stream_client.js CONFIG_JSON     (a file written by stream_scale.py's _node_shares)
 //
-// Why Node: the clients share the machine's cores with the server, and a Python grpc.aio client
-// spends about as much CPU per update as the server's event loop does; grpc-js spends far less,
-// which leaves the server the cores the benchmark is about. Prints one JSON object on stdout.
+// Why Node: the clients share the machine's cores with the server, and grpc-js spends less CPU per
+// update than a Python grpc.aio client (docs/performance.md, "Scale"), which leaves the server more
+// of the cores the benchmark is about. Prints one JSON object on stdout.
 "use strict";
 
 const fs = require("fs");
