@@ -402,13 +402,16 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
         return run_streams(target, count, seconds, args.interval, args.channels, args.words_per_stream, pid,
                            processes, args.client, args.ramp_seconds)
 
+    def warm_up(target: str, pid: int) -> None:
+        # Each worker builds a model's stream executor on its first stream: not part of the measure.
+        run_streams(target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream, pid,
+                    processes, args.client)
+
     server, target = start_server(args.workers, max(counts), work_dir)
     runs: list[RunResult] = []
     idle_rss_mb = round(sample_tree(server.pid).rss_bytes / 2**20, 1)
     try:
-        # Each worker builds a model's stream executor on its first stream: not part of the measure.
-        run_streams(target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream, server.pid,
-                    processes, args.client)
+        warm_up(target, server.pid)
         for count in counts:
             result = run(target, count, args.seconds if count == args.streams else args.search_seconds, server.pid)
             _report("server ", result)
@@ -420,8 +423,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
     if args.ceiling:
         noop, noop_target = start_noop_stream_server(args.workers, work_dir)
         try:
-            run_streams(noop_target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream,
-                        noop.pid, processes, args.client)
+            warm_up(noop_target, noop.pid)
             ceiling = run(noop_target, args.streams, args.seconds, noop.pid)
             _report("ceiling", ceiling)
         finally:
