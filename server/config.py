@@ -17,6 +17,7 @@ from rnn_sentiment.model.checkpoint_schema import MAX_TOKENS_BOUND
 from rnn_sentiment.model.config import BACKENDS
 from rnn_sentiment.model.truncation import DEFAULT_MAX_TOKENS, DEFAULT_TRUNCATION, TRUNCATIONS
 
+from .cpu_quota import cpu_quota, cpus_within_quota
 from .event_loop import EVENT_LOOPS
 from .token_limits import token_limit_overrides
 from .tls import tls_problems
@@ -152,7 +153,8 @@ class ServerConfig:
         "CANCELLED, uncounted (gRPC's default, 1,000, did so in a burst; see docs/reliability.md)"
     )
     workers: int = _knob(
-        0, "Server processes sharing the gRPC port (SO_REUSEPORT), metrics aggregated (0: one per core; 1 if port is 0)"
+        0, "Server processes sharing the gRPC port (SO_REUSEPORT), metrics aggregated (0: one per CPU this process "
+        "may use, capped by a container's CPU quota (docker --cpus, a Kubernetes CPU limit); 1 if port is 0)"
     )
     pin_workers: bool = _knob(
         False, "With more than one worker, pin each (all its threads) to a CPU of its own when there are enough "
@@ -263,7 +265,9 @@ class ServerConfig:
             return self.workers
         if self.address.rpartition(":")[2] == "0":
             return 1  # workers must share one known port; an ephemeral port is for one process
-        return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+        visible = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        # A container's CPU quota caps it: `--cpus 2` on a 64-core host is 2 workers, not 64.
+        return cpus_within_quota(visible, cpu_quota())
 
     @property
     def resolved_torch_threads(self) -> int:

@@ -206,6 +206,25 @@ def test_compose_stack_builds_serves_and_is_scraped(docker_engine: str) -> None:
             run([docker, "rm", "-f", container], timeout=60, check=False)
         assert served == {d.name for d in SHIPPED_MODELS.iterdir() if (d / "config.json").is_file()}
         phases.done("a container serving the models of a mounted volume")
+
+        # ---- a CPU quota sets the default worker count, not the host's CPUs ----
+        # `--cpus 1` still lets the container see (and run on) every host CPU; one worker per visible
+        # CPU would start a supervisor and a worker per host core, each holding the models.
+        address = f"127.0.0.1:{free_port()}"
+        container = run([
+            docker, "run", "-d", "--rm", "--network", "host", "--cpus", "1", "--name", f"{PROJECT}-cpu-quota",
+            "-e", f"RNN_SENTIMENT_ADDRESS={address}", "-e", "RNN_SENTIMENT_METRICS_ADDRESS=", SERVER_IMAGE,
+        ], timeout=60).stdout.strip()
+        try:
+            with SentimentClient(address, timeout=10) as client:
+                client.wait_until_serving(timeout=60)
+                assert client.predict(["a warm, funny film"]).predictions[0].label in {"negative", "positive"}
+            processes = run([docker, "top", container, "-o", "pid,args"], timeout=60).stdout.splitlines()[1:]
+            servers = [p for p in processes if "rnn-sentiment serve" in p or "rnn_sentiment.cli serve" in p]
+        finally:
+            run([docker, "rm", "-f", container], timeout=60, check=False)
+        assert len(servers) == 1, processes  # one worker, serving by itself: no supervisor
+        phases.done("a container with a CPU quota of 1 runs one worker")
     except BaseException:
         logs = compose_run("logs", "--no-color", "--tail", "60", timeout=60, check=False)
         print(f"---- docker-compose logs ----\n{logs.stdout[-8000:]}{logs.stderr[-2000:]}")
