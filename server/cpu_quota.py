@@ -33,7 +33,7 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgr
         # "hierarchy-ID:controller-list:cgroup-path"; v2's unified hierarchy is "0::/path".
         hierarchy, _, rest = line.partition(":")
         controllers, _, path = rest.partition(":")
-        if hierarchy == "0" and controllers == "":
+        if hierarchy == "0":  # v1 numbers its hierarchies from 1
             limits += _limits_along(root, path, _v2_limit)
         elif "cpu" in controllers.split(","):
             for mount in V1_CPU_MOUNTS:
@@ -49,15 +49,11 @@ def _limits_along(mount: Path, path: str, read_limit) -> list[float]:
     absent under the mount and the mount's own files are the container's."""
     if not mount.is_dir():
         return []
-    limits = []
-    directory = mount / path.lstrip("/")
-    while True:
-        limit = read_limit(directory)
-        if limit is not None:
-            limits.append(limit)
-        if directory == mount or mount not in directory.parents:
-            return limits
-        directory = directory.parent
+    parts = Path(path.lstrip("/")).parts
+    cgroup = mount.joinpath(*parts)
+    # The cgroup itself, then each parent up to the mount's root (as many parents as the path has parts).
+    levels = (read_limit(directory) for directory in (cgroup, *cgroup.parents[:len(parts)]))
+    return [limit for limit in levels if limit is not None]
 
 
 def _v2_limit(directory: Path) -> float | None:

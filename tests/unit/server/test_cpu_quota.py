@@ -81,12 +81,21 @@ def test_v1_minus_one_is_no_quota(tmp_path: Path) -> None:
     assert cpu_quota(root, proc) is None
 
 
-@pytest.mark.parametrize("content", ["", "garbage 100000", "100000 0", "-5 100000"])
+@pytest.mark.parametrize("content", ["", "garbage 100000", "100000 0", "100000 -1", "-5 100000", "0 100000"])
 def test_unreadable_or_odd_files_are_no_quota(tmp_path: Path, content: str) -> None:
     root = tmp_path / "cgroup"
     _write(root / "cpu.max", content)
     proc = _proc_cgroup(tmp_path, "0::/\n")
     assert cpu_quota(root, proc) is None
+
+
+@pytest.mark.parametrize(("content", "cpus"), [("1 1000", 0.001), ("5 1", 5.0), ("250000", 2.5)])
+def test_any_positive_quota_and_period_count(tmp_path: Path, content: str, cpus: float) -> None:
+    # The smallest values are a quota still; a cpu.max without a period means the kernel's default.
+    root = tmp_path / "cgroup"
+    _write(root / "cpu.max", content)
+    proc = _proc_cgroup(tmp_path, "0::/\n")
+    assert cpu_quota(root, proc) == cpus
 
 
 def test_no_procfs_entry_is_no_quota(tmp_path: Path) -> None:
