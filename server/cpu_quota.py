@@ -12,6 +12,7 @@ path counts.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Where cgroup v1 mounts the cpu controller: alone, or joined with cpuacct (the name varies).
@@ -41,7 +42,7 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgr
     return min(limits) if limits else None
 
 
-def _limits_along(mount: Path, path: str, read_limit) -> list[float]:
+def _limits_along(mount: Path, path: str, read_limit: Callable[[Path], float | None]) -> list[float]:
     """The limits set on `path`'s cgroup and its ancestors under `mount`, where their files exist.
 
     Inside a container the mount is usually the container's own cgroup while /proc/self/cgroup still
@@ -87,8 +88,8 @@ def _ratio(quota: str, period: str) -> float | None:
 
 def cpus_within_quota(visible: int, quota: float | None) -> int:
     """How many workers `visible` CPUs give under `quota`: whole CPUs of the quota (at least one),
-    never more than are visible. A fractional quota rounds down: a worker per CPU-second, not a
-    worker throttled part of every period."""
+    never more than are visible. A fractional quota rounds down: each worker gets a whole CPU's
+    time rather than one of them being throttled for part of every period."""
     if quota is None:
         return max(1, visible)
     return max(1, min(visible, int(quota)))

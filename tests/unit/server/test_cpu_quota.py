@@ -12,89 +12,45 @@ from rnn_sentiment.server.config import ServerConfig
 from rnn_sentiment.server.cpu_quota import cpu_quota, cpus_within_quota
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text + "\n")
-
-
-def _proc_cgroup(tmp_path: Path, text: str) -> Path:
-    proc = tmp_path / "proc-self-cgroup"
-    proc.write_text(text)
-    return proc
-
-
-def test_v2_quota_of_the_process_cgroup(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "cgroup.controllers", "cpuset cpu io memory pids")
-    _write(root / "kubepods" / "pod1" / "cpu.max", "150000 100000")  # limits.cpu: 1500m
-    proc = _proc_cgroup(tmp_path, "0::/kubepods/pod1\n")
-    assert cpu_quota(root, proc) == 1.5
-
-
-def test_v2_a_parent_limit_binds_a_child_without_one(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "system.slice" / "cpu.max", "200000 100000")
-    _write(root / "system.slice" / "rnn.service" / "cpu.max", "max 100000")
-    proc = _proc_cgroup(tmp_path, "0::/system.slice/rnn.service\n")
-    assert cpu_quota(root, proc) == 2.0
-
-
-def test_the_smallest_limit_along_the_path_counts(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "pod" / "cpu.max", "100000 100000")
-    _write(root / "pod" / "container" / "cpu.max", "400000 100000")
-    proc = _proc_cgroup(tmp_path, "0::/pod/container\n")
-    assert cpu_quota(root, proc) == 1.0
-
-
-def test_v2_max_everywhere_is_no_quota(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "user.slice" / "cpu.max", "max 100000")
-    proc = _proc_cgroup(tmp_path, "0::/user.slice\n")
-    assert cpu_quota(root, proc) is None
-
-
-def test_v1_inside_a_container_reads_the_mount_root(tmp_path: Path) -> None:
+# (cgroup files under the mount root -> their content, /proc/self/cgroup, the quota in CPUs)
+LAYOUTS = {
+    "v2, the process's own cgroup": (
+        {"cgroup.controllers": "cpuset cpu io memory pids", "kubepods/pod1/cpu.max": "150000 100000"},
+        "0::/kubepods/pod1", 1.5),
+    "v2, a parent's limit binds a child without one": (
+        {"system.slice/cpu.max": "200000 100000", "system.slice/rnn.service/cpu.max": "max 100000"},
+        "0::/system.slice/rnn.service", 2.0),
+    "v2, the smallest limit along the path": (
+        {"pod/cpu.max": "100000 100000", "pod/container/cpu.max": "400000 100000"}, "0::/pod/container", 1.0),
+    "v2, max everywhere": ({"user.slice/cpu.max": "max 100000"}, "0::/user.slice", None),
     # What `docker run --cpus 1` shows on a cgroup v1 host: /proc/self/cgroup names the host's path,
     # while the container's own cgroup is mounted at the controller's root.
-    root = tmp_path / "cgroup"
-    _write(root / "cpu" / "cpu.cfs_quota_us", "100000")
-    _write(root / "cpu" / "cpu.cfs_period_us", "100000")
-    _write(root / "memory" / "memory.limit_in_bytes", "9223372036854771712")
-    proc = _proc_cgroup(tmp_path, "4:memory:/docker/d849\n2:cpuacct:/docker/d849\n1:cpu:/docker/d849\n0::/docker/d849\n")
-    assert cpu_quota(root, proc) == 1.0
-
-
-def test_v1_joined_cpu_and_cpuacct_mount(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "cpu,cpuacct" / "job" / "cpu.cfs_quota_us", "50000")
-    _write(root / "cpu,cpuacct" / "job" / "cpu.cfs_period_us", "100000")
-    proc = _proc_cgroup(tmp_path, "3:cpu,cpuacct:/job\n")
-    assert cpu_quota(root, proc) == 0.5
-
-
-def test_v1_minus_one_is_no_quota(tmp_path: Path) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "cpu" / "cpu.cfs_quota_us", "-1")
-    _write(root / "cpu" / "cpu.cfs_period_us", "100000")
-    proc = _proc_cgroup(tmp_path, "1:cpu:/\n")
-    assert cpu_quota(root, proc) is None
-
-
-@pytest.mark.parametrize("content", ["", "garbage 100000", "100000 0", "100000 -1", "-5 100000", "0 100000"])
-def test_unreadable_or_odd_files_are_no_quota(tmp_path: Path, content: str) -> None:
-    root = tmp_path / "cgroup"
-    _write(root / "cpu.max", content)
-    proc = _proc_cgroup(tmp_path, "0::/\n")
-    assert cpu_quota(root, proc) is None
-
-
-@pytest.mark.parametrize(("content", "cpus"), [("1 1000", 0.001), ("5 1", 5.0), ("250000", 2.5)])
-def test_any_positive_quota_and_period_count(tmp_path: Path, content: str, cpus: float) -> None:
+    "v1 in a container: the mount's root": (
+        {"cpu/cpu.cfs_quota_us": "100000", "cpu/cpu.cfs_period_us": "100000",
+         "memory/memory.limit_in_bytes": "9223372036854771712"},
+        "4:memory:/docker/d849\n2:cpuacct:/docker/d849\n1:cpu:/docker/d849\n0::/docker/d849", 1.0),
+    "v1, cpu and cpuacct mounted together": (
+        {"cpu,cpuacct/job/cpu.cfs_quota_us": "50000", "cpu,cpuacct/job/cpu.cfs_period_us": "100000"},
+        "3:cpu,cpuacct:/job", 0.5),
+    "v1, -1 is no limit": ({"cpu/cpu.cfs_quota_us": "-1", "cpu/cpu.cfs_period_us": "100000"}, "1:cpu:/", None),
     # The smallest values are a quota still; a cpu.max without a period means the kernel's default.
+    "the smallest quota": ({"cpu.max": "1 1000"}, "0::/", 0.001),
+    "the smallest period": ({"cpu.max": "5 1"}, "0::/", 5.0),
+    "no period": ({"cpu.max": "250000"}, "0::/", 2.5),
+    **{f"odd cpu.max {content!r}": ({"cpu.max": content}, "0::/", None)
+       for content in ("", "garbage 100000", "100000 0", "100000 -1", "-5 100000", "0 100000")},
+}
+
+
+@pytest.mark.parametrize(("files", "membership", "cpus"), LAYOUTS.values(), ids=LAYOUTS.keys())
+def test_the_quota_from_the_cgroup_files(tmp_path: Path, files: dict[str, str], membership: str,
+                                         cpus: float | None) -> None:
     root = tmp_path / "cgroup"
-    _write(root / "cpu.max", content)
-    proc = _proc_cgroup(tmp_path, "0::/\n")
+    for name, content in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(content + "\n")
+    proc = tmp_path / "proc-self-cgroup"
+    proc.write_text(membership + "\n")
     assert cpu_quota(root, proc) == cpus
 
 
