@@ -527,7 +527,7 @@ def torch_recurrence(loaded: LoadedModel, token_ids: np.ndarray, lengths: Tensor
 
 
 def make_stream_stepper(loaded: LoadedModel, backend: str, threads: int, max_tokens: int | None = None,
-                        onnx_max_batch: int | None = None, onnx: OnnxForward | None = None) -> StreamStepper:
+                        onnx: OnnxForward | None = None) -> StreamStepper:
     """The StreamStepper for `backend` (one of backends.BACKENDS), chosen as make_predictor chooses:
     ONNX Runtime on CPU when it is installed and agrees with torch (checked on a probe of chunked
     texts), else torch; "onnxruntime" makes anything that keeps it from serving a ValueError.
@@ -542,5 +542,5 @@ def make_stream_stepper(loaded: LoadedModel, backend: str, threads: int, max_tok
     refusal = stream_refusal(loaded.config)
     if refusal is not None:
         raise ValueError(f"model {loaded.name} cannot stream: {refusal}")
-    recurrence = make_stream_recurrence(loaded, backend, threads, onnx_max_batch, onnx)
+    recurrence = make_stream_recurrence(loaded, backend, threads, forward=onnx)
     return StreamStepper(loaded, limit, recurrence)

@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-# Where cgroup v1 mounts the cpu controller: alone, or joined with cpuacct (the name varies).
-V1_CPU_MOUNTS = ("cpu", "cpu,cpuacct", "cpuacct,cpu")
 
 
 def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgroup")) -> float | None:
@@ -37,8 +35,8 @@ def cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: Path = Path("/proc/self/cgr
         if hierarchy == "0":  # v1 numbers its hierarchies from 1
             limits += _limits_along(root, path, _v2_limit)
         elif "cpu" in controllers.split(","):
-            for mount in V1_CPU_MOUNTS:
-                limits += _limits_along(root / mount, path, _v1_limit)
+            # v1 mounts a hierarchy at its controller list: "cpu", or "cpu,cpuacct" when joined.
+            limits += _limits_along(root / controllers, path, _v1_limit)
     return min(limits) if limits else None
 
 

@@ -123,7 +123,7 @@ class StreamSentimentService:
         executor = self._executor
         # Predict's ONNX Runtime session of this model, where it has one, is the streams' too.
         stepper = await asyncio.to_thread(make_stream_stepper, served.loaded, executor.backend, executor.threads,
-                                          served.max_tokens, None, served.predictor.onnx)
+                                          served.max_tokens, served.predictor.onnx)
         log.info("model %s %s: streams run on %s", served.name, served.loaded.version, stepper.description)
         metrics = served.metrics
         model_seconds = metrics.buffer.histogram(metrics.model_seconds.labels(served.name, "stream"))
