@@ -18,6 +18,7 @@ front end's own floor on the same schedule.
     python -m bench.stream_scale                       # 1,000 streams for 30 s, step search, --workers 2
     python -m bench.stream_scale --streams 200 --seconds 5 --search ""    # a smoke run
     python -m bench.stream_scale --client python --ramp-seconds 0.2        # Python clients, all streams opening within 0.2 s
+    python -m bench.stream_scale --search "" --no-ceiling --server-args=--pin-workers   # one server flag against the default
 
 Results: bench/results/stream_scale.{md,json}.
 """
@@ -30,6 +31,7 @@ import json
 import multiprocessing
 import os
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -37,6 +39,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import grpc
 from grpc import aio
@@ -327,12 +330,18 @@ def _install_uvloop() -> None:
     uvloop.install()
 
 
-def start_server(workers: int, max_streams: int, work_dir: Path) -> tuple[ServerProcess, str]:
+def server_command(port: int, workers: int, max_streams: int, server_args: Sequence[str] = ()) -> list[str]:
+    """The server under test: room for every stream, then --server-args, which may override any of it."""
+    return [sys.executable, "-m", "rnn_sentiment.cli", "serve", "--address", f"127.0.0.1:{port}",
+            "--metrics-address", "", "--log-format", "json", "--workers", str(workers),
+            "--max-streams", str(max_streams), "--max-concurrent-rpcs", str(max_streams + 64), *server_args]
+
+
+def start_server(workers: int, max_streams: int, work_dir: Path,
+                 server_args: Sequence[str] = ()) -> tuple[ServerProcess, str]:
     port = free_port()
     log_path = work_dir / "stream-scale.server.log"
-    command = [sys.executable, "-m", "rnn_sentiment.cli", "serve", "--address", f"127.0.0.1:{port}",
-               "--metrics-address", "", "--log-format", "json", "--workers", str(workers),
-               "--max-streams", str(max_streams), "--max-concurrent-rpcs", str(max_streams + 64)]
+    command = server_command(port, workers, max_streams, server_args)
     server = ServerProcess("rnn-sentiment (streams)", command, log_path)
     deadline = time.monotonic() + 180
     while serving_workers(log_path) < workers:
@@ -362,7 +371,8 @@ def markdown(document: dict) -> str:
     client_kind = "Node (@grpc/grpc-js)" if client == "node" else "Python grpc.aio"
     ramp = document.get("ramp_seconds", document["interval_s"])
     return (f"# StreamSentiment at scale\n\n`{document['command']}`\n\n"
-            f"Each stream sends one word every {document['interval_s']} s to `--workers {document['workers']}` "
+            f"Each stream sends one word every {document['interval_s']} s to `--workers {document['workers']}"
+            f"{(' ' + document['server_args']) if document.get('server_args') else ''}` "
             f"(the shipped GRU), over {document['channels']} connections from {document['client_processes']} "
             f"{client_kind} client process(es) on the same machine ({document['machine'].get('nproc', '?')} CPUs, "
             f"load average {document['machine'].get('loadavg_at_start', 0):.1f} at the start). The streams open at "
@@ -407,7 +417,7 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
         run_streams(target, args.channels, 2.0, args.interval, args.channels, args.words_per_stream, pid,
                     processes, args.client)
 
-    server, target = start_server(args.workers, max(counts), work_dir)
+    server, target = start_server(args.workers, max(counts), work_dir, shlex.split(args.server_args))
     runs: list[RunResult] = []
     idle_rss_mb = round(sample_tree(server.pid).rss_bytes / 2**20, 1)
     try:
@@ -431,7 +441,8 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict:
     complete = [r for r in runs if r.errors == 0 and r.answered == r.sent]
     within = [r.streams for r in complete if r.p99_ms <= args.p99_ms]
     within_steady = [r.streams for r in complete if r.steady_updates and r.steady_p99_ms <= args.p99_ms]
-    return {"command": command_line(argv), "workers": args.workers, "interval_s": args.interval,
+    return {"command": command_line(argv), "workers": args.workers, "server_args": args.server_args,
+            "interval_s": args.interval,
             "channels": args.channels, "client": args.client, "client_processes": processes,
             "ramp_seconds": max(args.ramp_seconds, args.interval), "words_per_stream": args.words_per_stream,
             "p99_target_ms": args.p99_ms, "idle_rss_mb": idle_rss_mb, "machine": machine,
@@ -462,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="the main run's length")
     parser.add_argument("--interval", type=float, default=0.2, help="seconds between one stream's words")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--server-args", default="",
+                        help="more flags for the server (not the ceiling), e.g. --server-args=--pin-workers")
     parser.add_argument("--channels", type=int, default=32, help="client connections the streams share")
     parser.add_argument("--client", choices=CLIENTS, default="node" if node_available() else "python",
                         help="the client processes: Node (@grpc/grpc-js, the default where node is installed) "

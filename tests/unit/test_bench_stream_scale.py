@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 from types import SimpleNamespace
@@ -9,8 +10,9 @@ from types import SimpleNamespace
 import grpc
 
 from bench.stream_scale import (
-    WORDS, ClientShare, RunResult, StreamPlan, Timings, _one_stream, _steady_state, stream_schedule,
+    WORDS, ClientShare, RunResult, StreamPlan, Timings, _one_stream, _steady_state, server_command, stream_schedule,
 )
+from rnn_sentiment.server.config import add_server_arguments, config_from
 
 
 def share(first_answers: list[float], sends: list[tuple[float, float]], stop_at: float) -> ClientShare:
@@ -92,3 +94,13 @@ def test_a_stream_sends_one_word_per_interval_from_its_first_and_reopens_on_the_
     assert all(gap >= 0.045 for gap in gaps), gaps
     assert all(lag >= -0.005 for lag in timings.lags), timings.lags
     assert result.answered == result.sent and result.errors == 0
+
+
+def test_server_args_reach_the_server_after_the_benchs_own_flags_so_they_can_override_them() -> None:
+    command = server_command(5000, 2, 1000, ["--pin-workers", "--max-streams", "50"])
+    assert command[command.index("serve") - 2:command.index("serve") + 1] == ["-m", "rnn_sentiment.cli", "serve"]
+    parser = argparse.ArgumentParser()
+    add_server_arguments(parser)
+    config = config_from(parser.parse_args(command[command.index("serve") + 1:]), environ={})
+    assert (config.address, config.workers, config.pin_workers, config.max_streams) == ("127.0.0.1:5000", 2, True, 50)
+    assert config.max_concurrent_rpcs == 1064
