@@ -30,10 +30,11 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
         self.most_in_flight = 0
         self.refuse_text = ""
         self.reported_limit = LIMIT  # 0: a server too old to report its limit
-        self.answer_after = 0.0  # seconds each Predict holds its call, so callers' calls overlap
+        self.answer_after = 0.0  # seconds each Predict holds its call (less if its caller goes), so calls overlap
         self.held = 0  # calls held answer_after seconds
         self.cancelled = 0  # held calls whose caller had gone by the time they were answered
-        self.answer_at_once = ""  # a call holding this text is not held
+        self.answer_at_once = ""  # a call holding this text is not held...
+        self.at_once_waits_for_held = 0  # ...but waits (10 s at most) until this many calls are held
         self._lock = threading.Lock()
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
@@ -52,10 +53,19 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
             if self.answer_after and self.answer_at_once not in request.texts:
                 with self._lock:
                     self.held += 1
-                time.sleep(self.answer_after)
+                # Held until answer_after, or until the call ends first (its caller cancelled it):
+                # however late a cancellation arrives within the hold, it is counted.
+                ended = threading.Event()
+                if not context.add_callback(ended.set):
+                    ended.set()  # the call had ended already
+                ended.wait(self.answer_after)
                 if not context.is_active():
                     with self._lock:
                         self.cancelled += 1
+            elif self.answer_at_once in request.texts:
+                deadline = time.monotonic() + 10
+                while self.held < self.at_once_waits_for_held and time.monotonic() < deadline:
+                    time.sleep(0.01)
             if self.refuse_text in request.texts:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
             return pb.PredictResponse(predictions=[pb.Prediction(label=t) for t in request.texts], model="recorded")
@@ -188,10 +198,15 @@ def test_a_caller_that_stops_early_cancels_the_calls_still_in_flight(recorded, c
     """docs/sdk.md: "stopping early cancels the rest": the server sees the calls started ahead
     cancelled, not answered to no one."""
     service, target = recorded
-    service.answer_after = 1.0  # the calls behind the first are still held when the caller stops
+    service.answer_after = 30.0  # the calls behind the first: answered only if never cancelled
     service.answer_at_once = TEXTS[0]
+    # The first call is answered once the 3 started behind it are in the server, so the caller
+    # stops while they are held there (on a loaded machine they could otherwise still be on
+    # their way, and be cancelled before the server saw them).
+    service.at_once_waits_for_held = 3
+
     def all_held_calls_seen_cancelled() -> bool:
-        return bool(service.held) and service.cancelled == service.held
+        return service.held == 3 and service.cancelled == service.held
 
     if client_kind == "blocking":
         with SentimentClient(target) as client:  # open while the server looks: closing it cancels too
@@ -208,5 +223,5 @@ def test_a_caller_that_stops_early_cancels_the_calls_still_in_flight(recorded, c
                 return await asyncio.to_thread(poll, all_held_calls_seen_cancelled)
 
         seen = asyncio.run(first_then_stop())
-    # Up to 3 calls were started behind the first; each that reached the server was cancelled.
-    assert seen and 1 <= service.held <= 3
+    # The 3 calls started behind the first reached the server, and each was cancelled there.
+    assert seen, (service.held, service.cancelled)
