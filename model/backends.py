@@ -397,7 +397,7 @@ class OnnxRecurrence:
         return outputs, final_h, final_c
 
 
-def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int, max_batch: int | None = None,
+def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int,
                            forward: OnnxForward | None = None) -> OnnxRecurrence | None:
     """The ONNX Runtime recurrence a StreamStepper runs on, or None for torch; chosen as make_predictor
     chooses (auto: ONNX Runtime on CPU when installed and agreeing with torch to AGREEMENT_TOLERANCE
@@ -415,8 +415,7 @@ def make_stream_recurrence(loaded: LoadedModel, backend: str, threads: int, max_
             raise ValueError(f"backend onnxruntime runs on CPU only; the model is on {loaded.device}")
         return None
     try:
-        recurrence = OnnxRecurrence(forward or OnnxForward(loaded, threads), loaded,
-                                    max_batch or DEFAULT_STREAM_MAX_BATCH)
+        recurrence = OnnxRecurrence(forward or OnnxForward(loaded, threads), loaded)
     except ImportError as error:
         if insist:
             raise ValueError(f"backend onnxruntime needs the onnxruntime and onnx packages: {error}") from None

@@ -36,6 +36,7 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
         self.answer_at_once = ""  # a call holding this text is not held...
         self.at_once_waits_for_held = 0  # ...but waits (10 s at most) until this many calls are held
         self._lock = threading.Lock()
+        self._held_changed = threading.Condition(self._lock)
 
     def GetModelInfo(self, request: pb.GetModelInfoRequest, context: grpc.ServicerContext) -> pb.ModelInfo:
         with self._lock:
@@ -53,6 +54,7 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
             if self.answer_after and self.answer_at_once not in request.texts:
                 with self._lock:
                     self.held += 1
+                    self._held_changed.notify_all()
                 # Held until answer_after, or until the call ends first (its caller cancelled it):
                 # however late a cancellation arrives within the hold, it is counted.
                 ended = threading.Event()
@@ -62,10 +64,9 @@ class RecordingSentimentService(pb_grpc.SentimentServiceServicer):
                 if not context.is_active():
                     with self._lock:
                         self.cancelled += 1
-            elif self.answer_at_once in request.texts:
-                deadline = time.monotonic() + 10
-                while self.held < self.at_once_waits_for_held and time.monotonic() < deadline:
-                    time.sleep(0.01)
+            elif self.at_once_waits_for_held and self.answer_at_once in request.texts:
+                with self._held_changed:
+                    self._held_changed.wait_for(lambda: self.held >= self.at_once_waits_for_held, timeout=10)
             if self.refuse_text in request.texts:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, "refused")
             return pb.PredictResponse(predictions=[pb.Prediction(label=t) for t in request.texts], model="recorded")
